@@ -1,0 +1,153 @@
+"""The command line: a thin translator from options to a request, and from results to exit codes.
+
+Exit codes: 0 pass (warnings and waivers allowed) · 1 gate failed · 2 usage or policy
+error · 3 input error (model, data, inference) · 4 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fairgate import __version__
+from fairgate.errors import FairgateError, InternalError
+
+F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ("json", "md", "junit", "html")
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"fairgate: error: {message}", err=True)
+    sys.exit(code)
+
+
+def translate_errors(fn: F) -> F:
+    """Map the one exception hierarchy to exit codes; no traceback for anything expected."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FairgateError as e:
+            _fail(e.exit_code, str(e))
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except MemoryError:
+            _fail(InternalError.exit_code, "out of memory; try a smaller --batch-size")
+        except Exception as e:
+            if os.environ.get("FAIRGATE_DEBUG"):
+                raise
+            _fail(InternalError.exit_code,
+                  f"internal error ({type(e).__name__}: {e}); this is a bug in fairgate, "
+                  "please report it (set FAIRGATE_DEBUG=1 for the traceback)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fairgate")
+def main() -> None:
+    """fairgate: stop a compressed model that treats groups worse than its teacher."""
+
+
+@main.command()
+@click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
+              help="Policy YAML (see `fairgate policy schema`).")
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+              help="Labelled audit set with sensitive columns (.parquet or .csv).")
+@click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model.")
+@click.option("--student", type=click.Path(path_type=Path), help="Student ONNX model.")
+@click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
+@click.option("--student-scores", metavar="COL", help="Audit-set column of student scores.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("fairgate-report"),
+              show_default=True, help="Directory for the reports.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
+              help="Report formats to write (repeatable; default all; report.json always).")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
+@click.option("--parent-run", metavar="RUN_ID", help="Nest the MLflow run under this run.")
+@click.option("--seed", type=int, help="Override statistics.seed.")
+@click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
+              help="Rows per batch (memory vs speed).")
+@click.option("--color/--no-color", default=None, help="Colour the terminal report.")
+@translate_errors
+def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
+          teacher_scores: str | None, student_scores: str | None, out: Path,
+          formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None, seed: int | None,
+          batch_size: int, color: bool | None) -> None:
+    """Gate a student model against its teacher on an audit set."""
+    from fairgate.report import write_reports
+    from fairgate.report.terminal import TerminalReporter
+    from fairgate.run import GateRequest, run_gate
+
+    request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,
+                          teacher_scores=teacher_scores, student_scores=student_scores, out=out,
+                          seed=seed, batch_rows=batch_size, formats=formats)
+    report = run_gate(request)
+    write_reports(report, out, formats)
+    click.echo(TerminalReporter(out, color).render(report), nl=False, color=color)
+    code = report.decision.exit_code
+    if not no_mlflow:
+        from fairgate.tracking import log_gate_run
+
+        logged = log_gate_run(report, out, parent_run)
+        click.echo(logged.message, err=not logged.ok)
+        if not logged.ok and report.policy.policy.mlflow.required:
+            _fail(3, f"MLflow logging is required by the policy and failed: {logged.error}")
+    sys.exit(code)
+
+
+@main.group()
+def policy() -> None:
+    """Validate policies and show their schema."""
+
+
+@policy.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+@translate_errors
+def policy_validate(path: Path) -> None:
+    """Check a policy file; exit 0 if valid, 2 with every problem listed otherwise."""
+    from fairgate.policy import load_policy
+    from fairgate.run import groupings_of
+
+    loaded = load_policy(path)
+    p = loaded.policy
+    groupings = ", ".join(g.name for g in groupings_of(p))
+    click.echo(f"{path}: valid policy (version {p.version}): {len(p.checks)} checks over "
+               f"groupings {groupings}")
+
+
+@policy.command("schema")
+@translate_errors
+def policy_schema() -> None:
+    """Print the JSON Schema of policy version 1."""
+    from fairgate.policy import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@translate_errors
+def metrics(as_json: bool) -> None:
+    """List the metric catalogue, one line of definition each."""
+    from fairgate.metrics import CATALOGUE
+
+    if as_json:
+        click.echo(json.dumps([{"name": m.name, "scope": m.scope, "definition": m.definition}
+                               for m in CATALOGUE.values()], indent=2))
+        return
+    width = max(len(n) for n in CATALOGUE)
+    for scope, title in (("overall", "Over the whole audit set"),
+                         ("grouping", "Across the groups of each grouping")):
+        click.echo(f"{title}:")
+        for m in CATALOGUE.values():
+            if m.scope == scope:
+                click.echo(f"  {m.name.ljust(width)}  {m.definition}")
+        click.echo("")

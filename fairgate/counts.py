@@ -1,0 +1,159 @@
+"""Joint confusion counts: group × y × ŷ_teacher × ŷ_student, built in one streaming pass.
+
+Every metric of both models, their paired change and the bootstrap come from these tables,
+so memory does not grow with the audit set and counts of batches (or partitions) just add.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+MISSING = "(missing)"
+# 8 cells a group: index = ((g * 2 + y) * 2 + y_teacher) * 2 + y_student
+CELLS = 8
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The sensitive attributes whose values define groups, e.g. (race,) or (race, sex)."""
+
+    attributes: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "*".join(self.attributes)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class GroupingCounts:
+    """Joint counts of one grouping; ``cells[g, y, y_teacher, y_student]`` as int64."""
+
+    grouping: Grouping
+    groups: tuple[tuple[str, ...], ...]
+    cells: np.ndarray
+
+    @property
+    def labels(self) -> list[str]:
+        """Readable group labels: ``White`` or ``White|Female`` for intersections."""
+        return ["|".join(g) for g in self.groups]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.cells.sum(axis=(1, 2, 3))
+
+    @staticmethod
+    def teacher(cells: np.ndarray) -> np.ndarray:
+        """Teacher confusion ``[..., G, y, ŷ]`` of joint ``cells[..., G, y, ŷt, ŷs]``."""
+        return cells.sum(axis=-1)
+
+    @staticmethod
+    def student(cells: np.ndarray) -> np.ndarray:
+        """Student confusion ``[..., G, y, ŷ]`` of joint ``cells[..., G, y, ŷt, ŷs]``."""
+        return cells.sum(axis=-2)
+
+
+class _Codes:
+    """Stable integer codes for the values of one attribute, across batches."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def encode(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        encoded = pc.dictionary_encode(column)
+        values = [MISSING if v is None else _label(v) for v in encoded.dictionary.to_pylist()]
+        lookup = np.array([self.index.setdefault(v, len(self.index)) for v in values] or [0],
+                          dtype=np.int64)
+        idx = encoded.indices
+        if idx.null_count:
+            missing = self.index.setdefault(MISSING, len(self.index))
+            raw = pc.fill_null(idx, -1).to_numpy(zero_copy_only=False)
+            return np.where(raw < 0, missing, lookup[np.maximum(raw, 0)])
+        return lookup[idx.to_numpy(zero_copy_only=False)]
+
+
+def _label(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, float) and np.isnan(value):
+        return MISSING
+    return str(value)
+
+
+class CountAccumulator:
+    """Adds batches of (label, teacher decision, student decision, sensitive values)."""
+
+    def __init__(self, groupings: list[Grouping]) -> None:
+        self.groupings = groupings
+        attributes = sorted({a for g in groupings for a in g.attributes})
+        self._codes = {a: _Codes() for a in attributes}
+        self._combo: dict[Grouping, dict[tuple[int, ...], int]] = {g: {} for g in groupings}
+        self._cells: dict[Grouping, np.ndarray] = {
+            g: np.zeros(0, dtype=np.int64) for g in groupings
+        }
+        self.rows = 0
+
+    def add(
+        self,
+        y: np.ndarray,
+        teacher: np.ndarray,
+        student: np.ndarray,
+        sensitive: Mapping[str, pa.Array | pa.ChunkedArray],
+    ) -> None:
+        """Count one batch; ``y``, ``teacher`` and ``student`` are boolean arrays."""
+        outcome = (y.astype(np.int64) << 2) | (teacher.astype(np.int64) << 1) | student.astype(
+            np.int64
+        )
+        codes = {a: c.encode(sensitive[a]) for a, c in self._codes.items()}
+        for grouping in self.groupings:
+            group = self._group_codes(grouping, codes)
+            size = len(self._combo[grouping]) * CELLS
+            counts = np.bincount(group * CELLS + outcome, minlength=size)
+            acc = self._cells[grouping]
+            if acc.size < size:
+                acc = np.concatenate([acc, np.zeros(size - acc.size, dtype=np.int64)])
+            acc += counts
+            self._cells[grouping] = acc
+        self.rows += len(y)
+
+    def _group_codes(self, grouping: Grouping, codes: dict[str, np.ndarray]) -> np.ndarray:
+        if len(grouping.attributes) == 1:
+            combo = self._combo[grouping]
+            attr_codes = codes[grouping.attributes[0]]
+            top = int(attr_codes.max(initial=-1)) + 1
+            for c in range(len(combo), top):
+                combo[(c,)] = c
+            return attr_codes
+        stacked = np.stack([codes[a] for a in grouping.attributes], axis=1)
+        keys, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        combo = self._combo[grouping]
+        local = np.array(
+            [combo.setdefault(tuple(int(v) for v in k), len(combo)) for k in keys], dtype=np.int64
+        )
+        return local[inverse.reshape(-1)]
+
+    def result(self) -> dict[Grouping, GroupingCounts]:
+        """Counts per grouping, groups sorted by label so row order never matters."""
+        out = {}
+        names = {a: {code: v for v, code in c.index.items()} for a, c in self._codes.items()}
+        for grouping in self.groupings:
+            combo = self._combo[grouping]
+            labels = [
+                tuple(names[a][code] for a, code in zip(grouping.attributes, key, strict=True))
+                for key in combo
+            ]
+            cells = self._cells[grouping].reshape(len(combo), 2, 2, 2)
+            order = sorted(range(len(labels)), key=lambda i: labels[i])
+            out[grouping] = GroupingCounts(
+                grouping, tuple(labels[i] for i in order), cells[order]
+            )
+        return out

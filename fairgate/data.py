@@ -1,0 +1,168 @@
+"""Read the audit set in batches: Parquet row groups or CSV blocks, only the needed columns.
+
+Memory stays flat in the number of rows: nothing here holds more than one batch.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from fairgate.errors import DataError
+
+DEFAULT_BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class AuditSet:
+    """An audit set file and the columns a gate needs from it."""
+
+    path: Path
+    columns: tuple[str, ...]
+    column_types: dict[str, pa.DataType]
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+    def schema_names(self) -> list[str]:
+        if not self.path.exists():
+            raise DataError(f"{self.path}: audit set not found")
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a directory, expected a .parquet or .csv file")
+        try:
+            if _is_parquet(self.path):
+                return list(pq.read_schema(self.path).names)
+            with self.path.open("rb") as f:
+                reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 16))
+                return list(reader.schema.names)
+        except (pa.ArrowException, OSError) as e:
+            raise DataError(f"{self.path}: cannot read the audit set: {_first_line(e)}") from None
+
+    def check_columns(self) -> None:
+        """Fail before any work if a needed column is absent, naming it and close names."""
+        names = self.schema_names()
+        for col in self.columns:
+            if col not in names:
+                close = difflib.get_close_matches(col, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise DataError(
+                    f"{self.path}: column {col!r} not found{hint} "
+                    f"(columns: {', '.join(names[:30])}{' …' if len(names) > 30 else ''})"
+                )
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """Record batches holding just ``columns``, cast to ``column_types``."""
+        self.check_columns()
+        try:
+            if _is_parquet(self.path):
+                pf = pq.ParquetFile(self.path)
+                it: Iterator[pa.RecordBatch] = pf.iter_batches(
+                    batch_size=self.batch_rows, columns=list(self.columns)
+                )
+            else:
+                it = self._csv_batches()
+            for batch in it:
+                yield self._cast(batch)
+        except pa.ArrowException as e:
+            raise DataError(f"{self.path}: cannot read the audit set: {_first_line(e)}") from None
+
+    def _csv_batches(self) -> Iterator[pa.RecordBatch]:
+        types = {c: t for c, t in self.column_types.items() if c in self.columns}
+        reader = pacsv.open_csv(
+            self.path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(self.columns), column_types=types
+            ),
+        )
+        for batch in reader:
+            for start in range(0, batch.num_rows, self.batch_rows):
+                yield batch.slice(start, self.batch_rows)
+
+    def _cast(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        arrays = []
+        for name in self.columns:
+            col = batch.column(name)
+            want = self.column_types.get(name)
+            if want is not None and col.type != want:
+                try:
+                    col = pc.cast(col, want)
+                except pa.ArrowException as e:
+                    raise DataError(
+                        f"{self.path}: column {name!r} of type {col.type} cannot be read as "
+                        f"{want}: {_first_line(e)}"
+                    ) from None
+            arrays.append(col)
+        return pa.RecordBatch.from_arrays(arrays, names=list(self.columns))
+
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    if path.suffix.lower() in (".csv", ".txt"):
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"PAR1"
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Which value of the label column is the positive class."""
+
+    column: str
+    positive: object
+
+    def positives(self, col: pa.Array, path: Path, offset: int, others: set[str]) -> np.ndarray:
+        """Boolean positives of one batch; collects the other values seen into ``others``.
+
+        The label must hold the positive value and at most one other: a third value means
+        the audit set is not binary (or the positive label is misspelt), and a missing
+        label means the row's correctness is unknown. Both stop the gate.
+        """
+        if col.null_count:
+            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                f"{path}: label column {self.column!r} has {col.null_count} missing value(s), "
+                f"first at row {offset + first}"
+            )
+        values = col.to_numpy(zero_copy_only=False)
+        if pa.types.is_floating(col.type) and np.isnan(values).any():
+            raise DataError(f"{path}: label column {self.column!r} has NaN values")
+        pos = self._match(values, col.type)
+        rest = {_text(v) for v in np.unique(values[~pos])}
+        others |= rest
+        if len(others) > 1:
+            shown = ", ".join(sorted(others)[:5])
+            raise DataError(
+                f"{path}: label column {self.column!r} must hold positive_label "
+                f"{self.positive!r} and one other value, found {len(others)} others: {shown}"
+            )
+        return pos
+
+    def _match(self, values: np.ndarray, typ: pa.DataType) -> np.ndarray:
+        p = self.positive
+        if pa.types.is_boolean(typ):
+            want = p if isinstance(p, bool) else str(p).lower() in ("1", "true")
+            return values == want
+        if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+            try:
+                return values == float(p)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return np.zeros(len(values), dtype=bool)
+        return values.astype(str) == str(p)
+
+
+def _text(v: object) -> str:
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v)

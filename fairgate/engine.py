@@ -1,0 +1,50 @@
+"""One streaming pass: read a batch, decide with both models on the same rows, count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
+from fairgate.data import AuditSet, LabelSpec
+from fairgate.errors import DataError
+from fairgate.model import Predictor
+
+
+@dataclass(frozen=True)
+class CountResult:
+    counts: dict[Grouping, GroupingCounts]
+    rows: int
+
+
+def count_audit(
+    audit: AuditSet,
+    label: LabelSpec,
+    sensitive: list[str],
+    groupings: list[Grouping],
+    teacher: Predictor,
+    student: Predictor,
+) -> CountResult:
+    """Joint counts of every grouping over the whole audit set, in one pass."""
+    acc = CountAccumulator(groupings)
+    others: set[str] = set()
+    positives = 0
+    offset = 0
+    for batch in audit.batches():
+        if batch.num_rows == 0:
+            continue
+        y = label.positives(batch.column(label.column), audit.path, offset, others)
+        t = teacher.decide(batch, offset)
+        s = student.decide(batch, offset)
+        acc.add(y, t, s, {a: batch.column(a) for a in sensitive})
+        positives += int(np.count_nonzero(y))
+        offset += batch.num_rows
+    if offset == 0:
+        raise DataError(f"{audit.path}: the audit set has no rows")
+    if positives == 0:
+        raise DataError(
+            f"{audit.path}: no row of label column {label.column!r} equals positive_label "
+            f"{label.positive!r} (values seen: {', '.join(sorted(others))})"
+        )
+    return CountResult(acc.result(), offset)

@@ -1,0 +1,192 @@
+"""From joint counts to values: metrics of teacher and student, their change, intervals.
+
+Pure: counts and settings in, frozen values out. The gate and the reports read these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fairgate.counts import Grouping, GroupingCounts
+from fairgate.errors import DataError
+from fairgate.metrics import CATALOGUE, GROUP_RATES, Context, Metric, explain_undefined, rate
+from fairgate.stats import Interval, holm, mcnemar_exact, percentile_interval, resample_cells, rng_for
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """A metric on one grouping (None for metrics over the whole audit set)."""
+
+    metric: str
+    grouping: Grouping | None
+    alpha: float | None = None
+
+    @property
+    def label(self) -> str:
+        name = self.metric if self.alpha is None else f"{self.metric}(alpha={self.alpha:g})"
+        return name if self.grouping is None else f"{name} [{self.grouping}]"
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """Teacher, student and paired change of one metric; NaN means undefined (see reasons)."""
+
+    key: MetricKey
+    teacher: float
+    student: float
+    delta: float  # student − teacher
+    relative: float  # delta / |teacher|; NaN when the teacher is 0 or undefined
+    teacher_reason: str | None = None
+    student_reason: str | None = None
+    teacher_interval: Interval | None = None
+    student_interval: Interval | None = None
+    delta_interval: Interval | None = None
+    relative_interval: Interval | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the change is undefined, if it is."""
+        if self.teacher_reason and self.student_reason:
+            if self.teacher_reason == self.student_reason:
+                return f"teacher and student: {self.teacher_reason}"
+            return f"teacher: {self.teacher_reason}; student: {self.student_reason}"
+        if self.teacher_reason:
+            return f"teacher: {self.teacher_reason}"
+        if self.student_reason:
+            return f"student: {self.student_reason}"
+        return None
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """One group of one grouping: its size, whether it is gated, and both models' counts."""
+
+    grouping: Grouping
+    group: tuple[str, ...]
+    n: int
+    gated: bool
+    reference: bool
+    teacher: dict[str, int]
+    student: dict[str, int]
+    teacher_rates: dict[str, float]
+    student_rates: dict[str, float]
+    teacher_only_correct: int  # McNemar discordant pairs
+    student_only_correct: int
+    mcnemar_p: float
+    mcnemar_p_holm: float | None  # over the gated groups of the grouping
+
+
+@dataclass(frozen=True)
+class Settings:
+    min_group_size: int
+    reference_groups: dict[str, object]
+    confidence: float
+    resamples: int
+    seed: int
+
+
+def _cells_dict(conf: np.ndarray) -> dict[str, int]:
+    return {"tp": int(conf[1, 1]), "fp": int(conf[0, 1]), "tn": int(conf[0, 0]),
+            "fn": int(conf[1, 0])}
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def context_for(counts: GroupingCounts, settings: Settings, alpha: float | None = None) -> Context:
+    """Gated groups and the reference group of one grouping."""
+    sizes = counts.sizes
+    gated = sizes >= settings.min_group_size
+    attrs = counts.grouping.attributes
+    refs = settings.reference_groups
+    if all(a in refs for a in attrs):
+        want = tuple(_fmt(refs[a]) for a in attrs)
+        if want not in counts.groups:
+            raise DataError(
+                f"reference group {'|'.join(want)} for {counts.grouping} is not in the audit set "
+                f"(groups: {', '.join(counts.labels[:20])})"
+            )
+        reference = counts.groups.index(want)
+    else:
+        reference = int(np.argmax(sizes)) if len(sizes) else None
+    return Context(gated=gated, reference=reference, alpha=2.0 if alpha is None else alpha)
+
+
+def _point(metric: Metric, conf: np.ndarray, ctx: Context) -> float:
+    return float(metric.compute(conf, ctx))
+
+
+def group_rows(counts: GroupingCounts, ctx: Context) -> list[GroupRow]:
+    """Per-group counts, rates and McNemar tests (Holm over the gated groups)."""
+    t = GroupingCounts.teacher(counts.cells)
+    s = GroupingCounts.student(counts.cells)
+    c = counts.cells
+    # teacher right, student wrong: y == ŷt != ŷs; and the reverse
+    t_only = c[:, 0, 0, 1] + c[:, 1, 1, 0]
+    s_only = c[:, 0, 1, 0] + c[:, 1, 0, 1]
+    p = [mcnemar_exact(int(a), int(b)) for a, b in zip(t_only, s_only, strict=True)]
+    gated_idx = [i for i in range(len(p)) if ctx.gated[i]]
+    adjusted = dict(zip(gated_idx, holm([p[i] for i in gated_idx]), strict=True))
+    t_rates = {r: rate(t, r) for r in GROUP_RATES}
+    s_rates = {r: rate(s, r) for r in GROUP_RATES}
+    return [
+        GroupRow(
+            grouping=counts.grouping, group=g, n=int(counts.sizes[i]), gated=bool(ctx.gated[i]),
+            reference=ctx.reference == i, teacher=_cells_dict(t[i]), student=_cells_dict(s[i]),
+            teacher_rates={r: float(v[i]) for r, v in t_rates.items()},
+            student_rates={r: float(v[i]) for r, v in s_rates.items()},
+            teacher_only_correct=int(t_only[i]), student_only_correct=int(s_only[i]),
+            mcnemar_p=p[i], mcnemar_p_holm=adjusted.get(i),
+        )
+        for i, g in enumerate(counts.groups)
+    ]
+
+
+def compute_values(
+    keys: Iterable[MetricKey],
+    counts: dict[Grouping, GroupingCounts],
+    settings: Settings,
+) -> dict[MetricKey, MetricValue]:
+    """Point values, and paired bootstrap intervals when ``settings.resamples`` > 0."""
+    keys = list(dict.fromkeys(keys))
+    first = next(iter(counts))
+    resampled: dict[Grouping, np.ndarray] = {}
+    out = {}
+    for key in keys:
+        grouping = key.grouping or first
+        gc = counts[grouping]
+        metric = CATALOGUE[key.metric]
+        ctx = context_for(gc, settings, key.alpha)
+        t_conf, s_conf = GroupingCounts.teacher(gc.cells), GroupingCounts.student(gc.cells)
+        t, s = _point(metric, t_conf, ctx), _point(metric, s_conf, ctx)
+        labels = gc.labels
+        value = dict(
+            key=key, teacher=t, student=s, delta=s - t,
+            relative=(s - t) / abs(t) if t != 0 and not np.isnan(t) else np.nan,
+            teacher_reason=explain_undefined(metric, t_conf, ctx, labels),
+            student_reason=explain_undefined(metric, s_conf, ctx, labels),
+        )
+        if settings.resamples > 0:
+            if grouping not in resampled:
+                rng = rng_for(settings.seed, grouping.name)
+                resampled[grouping] = resample_cells(gc.cells, settings.resamples, rng)
+            boot = resampled[grouping]
+            bt = metric.compute(GroupingCounts.teacher(boot), ctx)
+            bs = metric.compute(GroupingCounts.student(boot), ctx)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                brel = np.where(bt != 0, (bs - bt) / np.abs(bt), np.nan)
+            conf = settings.confidence
+            value.update(
+                teacher_interval=percentile_interval(bt, conf),
+                student_interval=percentile_interval(bs, conf),
+                delta_interval=percentile_interval(bs - bt, conf),
+                relative_interval=percentile_interval(brel, conf),
+            )
+        out[key] = MetricValue(**value)  # type: ignore[arg-type]
+    return out

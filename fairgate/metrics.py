@@ -1,0 +1,397 @@
+"""The metric catalogue: every metric is a function of confusion counts.
+
+A model's confusion table for one grouping is an array ``conf[..., G, 2, 2]`` indexed
+``[group, y, y_hat]``. Leading axes are free, so the same function computes the point
+estimate (no leading axis) and thousands of bootstrap replicates (``[B, G, 2, 2]``) at once.
+
+Undefined is not zero: a rate whose denominator is 0 is NaN, and NaN propagates through
+every disparity built on it (``np.max`` and friends propagate NaN; we never use the
+``nan*`` variants). :func:`explain_undefined` says why a point value is undefined.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+Array = np.ndarray
+Scope = Literal["overall", "grouping"]
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A per-group rate num/den of confusion cells; undefined where den is 0."""
+
+    name: str
+    formula: str
+    meaning: str
+    num: tuple[str, ...]
+    den: tuple[str, ...]
+    empty: str  # what a zero denominator means, for messages
+
+
+RATES: dict[str, Rate] = {
+    r.name: r
+    for r in (
+        Rate("selection_rate", "(TP+FP)/n", "share predicted positive", ("tp", "fp"), ("n",), "no rows"),
+        Rate("tpr", "TP/(TP+FN)", "true positive rate (recall)", ("tp",), ("tp", "fn"), "no positive labels"),
+        Rate("fnr", "FN/(TP+FN)", "false negative rate", ("fn",), ("tp", "fn"), "no positive labels"),
+        Rate("fpr", "FP/(FP+TN)", "false positive rate", ("fp",), ("fp", "tn"), "no negative labels"),
+        Rate("tnr", "TN/(FP+TN)", "true negative rate (specificity)", ("tn",), ("fp", "tn"), "no negative labels"),
+        Rate("precision", "TP/(TP+FP)", "positive predictive value", ("tp",), ("tp", "fp"), "no positive predictions"),
+        Rate("fdr", "FP/(TP+FP)", "false discovery rate", ("fp",), ("tp", "fp"), "no positive predictions"),
+        Rate("npv", "TN/(TN+FN)", "negative predictive value", ("tn",), ("tn", "fn"), "no negative predictions"),
+        Rate("for", "FN/(TN+FN)", "false omission rate", ("fn",), ("tn", "fn"), "no negative predictions"),
+        Rate("accuracy", "(TP+TN)/n", "share decided correctly", ("tp", "tn"), ("n",), "no rows"),
+        Rate("error_rate", "(FP+FN)/n", "share decided wrongly", ("fp", "fn"), ("n",), "no rows"),
+        Rate("prevalence", "(TP+FN)/n", "share with a positive label", ("tp", "fn"), ("n",), "no rows"),
+    )
+}
+
+
+def cells(conf: Array) -> dict[str, Array]:
+    """Named confusion cells of ``conf[..., 2, 2]`` (indexed [y, y_hat]) as float64."""
+    c = np.asarray(conf, dtype=np.float64)
+    tn, fp, fn, tp = c[..., 0, 0], c[..., 0, 1], c[..., 1, 0], c[..., 1, 1]
+    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": tp + fp + tn + fn}
+
+
+def _sum(named: dict[str, Array], keys: tuple[str, ...]) -> Array:
+    out = named[keys[0]]
+    for k in keys[1:]:
+        out = out + named[k]
+    return out
+
+
+def divide(num: Array, den: Array) -> Array:
+    """num/den with NaN (undefined) where den == 0, never a silent 0 or inf."""
+    num, den = np.broadcast_arrays(np.asarray(num, np.float64), np.asarray(den, np.float64))
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def rate(conf: Array, name: str) -> Array:
+    """Rate ``name`` of ``conf[..., 2, 2]`` (or per group for ``conf[..., G, 2, 2]``)."""
+    r = RATES[name]
+    named = cells(conf)
+    return divide(_sum(named, r.num), _sum(named, r.den))
+
+
+# ----------------------------------------------------------------------------- context
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a grouping metric needs besides counts: which groups are gated, the reference."""
+
+    gated: Array  # bool[G]: groups with n >= min_group_size
+    reference: int | None = None  # index of the reference group
+    alpha: float = 2.0  # generalized entropy parameter
+
+    @property
+    def gated_index(self) -> Array:
+        return np.flatnonzero(self.gated)
+
+
+def _gated_rate(conf: Array, name: str, ctx: Context) -> Array:
+    return rate(conf, name)[..., ctx.gated_index]
+
+
+def _range_or_nan(vals: Array, op: Callable[[Array, Array], Array]) -> Array:
+    """op(max, min) over the group axis; NaN when fewer than two groups or any NaN."""
+    if vals.shape[-1] < 2:
+        return np.full(vals.shape[:-1], np.nan)
+    return op(np.max(vals, axis=-1), np.min(vals, axis=-1))
+
+
+def _group_min(vals: Array) -> Array:
+    """Lowest value over the group axis; NaN when there is no group or any NaN."""
+    if vals.shape[-1] == 0:
+        return np.full(vals.shape[:-1], np.nan)
+    return np.min(vals, axis=-1)
+
+
+def difference(conf: Array, name: str, ctx: Context) -> Array:
+    """max − min of a rate over the gated groups (fairlearn ``between_groups``)."""
+    return _range_or_nan(_gated_rate(conf, name, ctx), lambda hi, lo: hi - lo)
+
+
+def ratio(conf: Array, name: str, ctx: Context) -> Array:
+    """min / max of a rate over the gated groups (fairlearn ``between_groups``)."""
+    return _range_or_nan(_gated_rate(conf, name, ctx), lambda hi, lo: divide(lo, hi))
+
+
+def _worst_vs_reference(per_group: Array, ctx: Context, distance: Callable[[Array], Array]) -> Array:
+    """Signed value of the gated non-reference group farthest from parity.
+
+    ``per_group[..., G]`` holds each group's value against the reference. With two groups
+    this is AIF360's unprivileged-vs-privileged value; with more, the worst group decides.
+    """
+    if ctx.reference is None:
+        return np.full(per_group.shape[:-1], np.nan)
+    others = np.array([i for i in ctx.gated_index if i != ctx.reference], dtype=np.intp)
+    if others.size == 0:
+        return np.full(per_group.shape[:-1], np.nan)
+    vals = per_group[..., others]
+    d = distance(vals)
+    pick = np.argmax(np.where(np.isnan(d), -np.inf, d), axis=-1)
+    out = np.take_along_axis(vals, pick[..., None], axis=-1)[..., 0]
+    return np.where(np.isnan(vals).any(axis=-1), np.nan, out)
+
+
+def reference_difference(conf: Array, name: str, ctx: Context) -> Array:
+    """rate(group) − rate(reference) per group, shape [..., G] (AIF360 sign convention)."""
+    r = rate(conf, name)
+    if ctx.reference is None:
+        return np.full(r.shape, np.nan)
+    return r - r[..., ctx.reference : ctx.reference + 1]
+
+
+def statistical_parity_difference(conf: Array, ctx: Context) -> Array:
+    per = reference_difference(conf, "selection_rate", ctx)
+    return _worst_vs_reference(per, ctx, np.abs)
+
+
+def disparate_impact(conf: Array, ctx: Context) -> Array:
+    sr = rate(conf, "selection_rate")
+    if ctx.reference is None:
+        return np.full(sr.shape[:-1], np.nan)
+    per = divide(sr, sr[..., ctx.reference : ctx.reference + 1])
+    with np.errstate(divide="ignore"):
+        return _worst_vs_reference(per, ctx, lambda v: np.abs(np.log(v)))
+
+
+def _average_odds(conf: Array, ctx: Context, absolute: bool) -> Array:
+    dfpr = reference_difference(conf, "fpr", ctx)
+    dtpr = reference_difference(conf, "tpr", ctx)
+    per = 0.5 * (np.abs(dfpr) + np.abs(dtpr)) if absolute else 0.5 * (dfpr + dtpr)
+    return _worst_vs_reference(per, ctx, np.abs)
+
+
+def _ge_terms(benefit: Array, weight: Array, mean: Array, alpha: float) -> Array:
+    """Σ w·f(b/μ) for the generalized entropy index; weights are shares summing to 1."""
+    x = divide(benefit, mean[..., None])
+    if alpha == 1.0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+        t = np.where(np.isnan(x), np.nan, t)
+        return np.sum(weight * t, axis=-1)
+    return (np.sum(weight * np.power(x, alpha), axis=-1) - 1.0) / (alpha * (alpha - 1.0))
+
+
+def generalized_entropy_index(conf: Array, alpha: float) -> Array:
+    """AIF360's GE(α) over individuals with benefit b = ŷ − y + 1 (b ∈ {0, 1, 2}).
+
+    b is 0 for FN, 1 for TP and TN, 2 for FP, so the index is a function of the counts.
+    """
+    c = cells(conf)
+    n = c["n"]
+    benefit = np.broadcast_to(np.array([0.0, 1.0, 2.0]), n.shape + (3,))
+    weight = np.stack([divide(c["fn"], n), divide(c["tp"] + c["tn"], n), divide(c["fp"], n)], -1)
+    mean = divide(c["tp"] + c["tn"] + 2.0 * c["fp"], n)
+    out = _ge_terms(benefit, weight, mean, alpha)
+    return np.where(mean > 0, out, np.nan)
+
+
+def between_group_generalized_entropy_index(conf: Array, ctx: Context) -> Array:
+    """GE(α) after replacing each benefit by its group's mean (AIF360 between-group form)."""
+    c = cells(conf[..., ctx.gated_index, :, :])
+    n_g = c["n"]
+    mean_g = divide(c["tp"] + c["tn"] + 2.0 * c["fp"], n_g)
+    n = np.sum(n_g, axis=-1)
+    weight = divide(n_g, n[..., None])
+    mean = divide(np.sum(c["tp"] + c["tn"] + 2.0 * c["fp"], axis=-1), n)
+    out = _ge_terms(mean_g, weight, mean, ctx.alpha)
+    bad = np.isnan(mean_g).any(axis=-1) | ~(mean > 0)
+    if n_g.shape[-1] < 2:
+        bad = np.ones_like(bad, dtype=bool)
+    return np.where(bad, np.nan, out)
+
+
+def _overall(conf: Array) -> Array:
+    """The whole audit set's confusion table: every group, gated or not."""
+    return np.sum(conf, axis=-3)
+
+
+# ----------------------------------------------------------------------------- catalogue
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One catalogue entry. ``compute(conf[..., G, 2, 2], ctx) -> value[...]``."""
+
+    name: str
+    scope: Scope
+    definition: str
+    compute: Callable[[Array, Context], Array]
+    rates: tuple[str, ...]  # rates it is built on, to explain undefined values
+    lo: float  # attainable range, to reject impossible bounds
+    hi: float
+    uses_reference: bool = False
+    uses_alpha: bool = False
+    aliases: tuple[str, ...] = field(default=())
+
+
+def _catalogue() -> dict[str, Metric]:
+    out: list[Metric] = []
+    inf = float("inf")
+    for r in RATES.values():
+        out.append(
+            Metric(r.name, "overall", f"{r.meaning} over the whole audit set: {r.formula}",
+                   lambda conf, ctx, n=r.name: rate(_overall(conf), n), (r.name,), 0.0, 1.0)
+        )
+    out.append(Metric("balanced_accuracy", "overall", "(TPR + TNR) / 2 over the whole audit set",
+                      lambda conf, ctx: 0.5 * (rate(_overall(conf), "tpr") + rate(_overall(conf), "tnr")),
+                      ("tpr", "tnr"), 0.0, 1.0))
+    out.append(Metric("theil_index", "overall",
+                      "AIF360 Theil index (GE α=1) of benefits b = ŷ − y + 1 over all individuals",
+                      lambda conf, ctx: generalized_entropy_index(_overall(conf), 1.0), (), 0.0, inf))
+    out.append(Metric("generalized_entropy_index", "overall",
+                      "AIF360 generalized entropy index GE(α) of b = ŷ − y + 1 (alpha, default 2)",
+                      lambda conf, ctx: generalized_entropy_index(_overall(conf), ctx.alpha), (),
+                      0.0, inf, uses_alpha=True))
+    for r in RATES:
+        if r == "prevalence":  # a property of the labels, not of the model
+            continue
+        out.append(Metric(f"{r}_difference", "grouping",
+                          f"max − min over gated groups of {RATES[r].formula} ({RATES[r].meaning})",
+                          lambda conf, ctx, n=r: difference(conf, n, ctx), (r,), 0.0, 1.0))
+        out.append(Metric(f"{r}_ratio", "grouping",
+                          f"min / max over gated groups of {RATES[r].formula} ({RATES[r].meaning})",
+                          lambda conf, ctx, n=r: ratio(conf, n, ctx), (r,), 0.0, 1.0))
+    named = [
+        ("demographic_parity_difference", "selection rate max − min (fairlearn)",
+         lambda conf, ctx: difference(conf, "selection_rate", ctx), ("selection_rate",), 0.0, 1.0),
+        ("demographic_parity_ratio", "selection rate min / max (fairlearn; between-groups disparate impact)",
+         lambda conf, ctx: ratio(conf, "selection_rate", ctx), ("selection_rate",), 0.0, 1.0),
+        ("equalized_odds_difference", "worst of TPR and FPR max − min (fairlearn, agg=worst_case)",
+         lambda conf, ctx: np.maximum(difference(conf, "tpr", ctx), difference(conf, "fpr", ctx)),
+         ("tpr", "fpr"), 0.0, 1.0),
+        ("equalized_odds_ratio", "worst of TPR and FPR min / max (fairlearn, agg=worst_case)",
+         lambda conf, ctx: np.minimum(ratio(conf, "tpr", ctx), ratio(conf, "fpr", ctx)),
+         ("tpr", "fpr"), 0.0, 1.0),
+        ("equalized_odds_difference_mean", "mean of TPR and FPR max − min (fairlearn, agg=mean)",
+         lambda conf, ctx: 0.5 * (difference(conf, "tpr", ctx) + difference(conf, "fpr", ctx)),
+         ("tpr", "fpr"), 0.0, 1.0),
+        ("equalized_odds_ratio_mean", "mean of TPR and FPR min / max (fairlearn, agg=mean)",
+         lambda conf, ctx: 0.5 * (ratio(conf, "tpr", ctx) + ratio(conf, "fpr", ctx)),
+         ("tpr", "fpr"), 0.0, 1.0),
+        ("equal_opportunity_difference", "TPR max − min (fairlearn)",
+         lambda conf, ctx: difference(conf, "tpr", ctx), ("tpr",), 0.0, 1.0),
+        ("equal_opportunity_ratio", "TPR min / max (fairlearn)",
+         lambda conf, ctx: ratio(conf, "tpr", ctx), ("tpr",), 0.0, 1.0),
+        ("accuracy_equality", "accuracy max − min (accuracy equality)",
+         lambda conf, ctx: difference(conf, "accuracy", ctx), ("accuracy",), 0.0, 1.0),
+        ("predictive_parity", "precision max − min (predictive parity)",
+         lambda conf, ctx: difference(conf, "precision", ctx), ("precision",), 0.0, 1.0),
+        ("fpr_parity", "FPR max − min (predictive equality)",
+         lambda conf, ctx: difference(conf, "fpr", ctx), ("fpr",), 0.0, 1.0),
+        ("fnr_parity", "FNR max − min", lambda conf, ctx: difference(conf, "fnr", ctx), ("fnr",), 0.0, 1.0),
+        ("fdr_parity", "FDR max − min", lambda conf, ctx: difference(conf, "fdr", ctx), ("fdr",), 0.0, 1.0),
+        ("for_parity", "FOR max − min", lambda conf, ctx: difference(conf, "for", ctx), ("for",), 0.0, 1.0),
+        ("worst_group_accuracy", "lowest accuracy of any gated group",
+         lambda conf, ctx: _group_min(_gated_rate(conf, "accuracy", ctx)),
+         ("accuracy",), 0.0, 1.0),
+    ]
+    for name, text, fn, rates_, lo, hi in named:
+        out.append(Metric(name, "grouping", text, fn, rates_, lo, hi))
+    reference = [
+        ("statistical_parity_difference", "SR(group) − SR(reference) (AIF360), worst group by |value|",
+         statistical_parity_difference, ("selection_rate",), -1.0, 1.0),
+        ("disparate_impact", "SR(group) / SR(reference) (AIF360), worst group by |log value|",
+         disparate_impact, ("selection_rate",), 0.0, inf),
+        ("average_odds_difference", "½[ΔFPR + ΔTPR] against the reference (AIF360), worst group",
+         lambda conf, ctx: _average_odds(conf, ctx, absolute=False), ("fpr", "tpr"), -1.0, 1.0),
+        ("average_abs_odds_difference", "½[|ΔFPR| + |ΔTPR|] against the reference (AIF360), worst group",
+         lambda conf, ctx: _average_odds(conf, ctx, absolute=True), ("fpr", "tpr"), 0.0, 1.0),
+    ]
+    for name, text, fn, rates_, lo, hi in reference:
+        out.append(Metric(name, "grouping", text, fn, rates_, lo, hi, uses_reference=True))
+    out.append(Metric("between_group_theil_index", "grouping",
+                      "Theil index of group-mean benefits over the gated groups (AIF360 between-group)",
+                      lambda conf, ctx: between_group_generalized_entropy_index(
+                          conf, Context(ctx.gated, ctx.reference, 1.0)), (), 0.0, inf))
+    out.append(Metric("between_group_generalized_entropy_index", "grouping",
+                      "GE(α) of group-mean benefits over the gated groups (AIF360; alpha, default 2)",
+                      between_group_generalized_entropy_index, (), 0.0, inf, uses_alpha=True))
+    return {m.name: m for m in out}
+
+
+CATALOGUE: dict[str, Metric] = _catalogue()
+
+#: The KPI table every report shows, whatever the checks are.
+KPI_METRICS: tuple[str, ...] = (
+    "accuracy",
+    "selection_rate",
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
+    "equal_opportunity_difference",
+    "statistical_parity_difference",
+    "disparate_impact",
+    "average_odds_difference",
+    "accuracy_equality",
+    "predictive_parity",
+    "theil_index",
+)
+
+#: Per-group rates in the groups section of reports.
+GROUP_RATES: tuple[str, ...] = tuple(RATES)
+
+
+def lookup(name: str) -> Metric:
+    """The catalogue entry for ``name``; KeyError with the closest names otherwise."""
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise KeyError(suggest(name)) from None
+
+
+def suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(CATALOGUE), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown metric {name!r}{hint} (`fairgate metrics` lists them all)"
+
+
+# ----------------------------------------------------------------------------- explanations
+
+
+def explain_undefined(
+    metric: Metric, conf: Array, ctx: Context, labels: list[str]
+) -> str | None:
+    """Why ``metric`` is undefined on the point counts ``conf[G, 2, 2]``; None if defined."""
+    value = metric.compute(conf, ctx)
+    if not np.isnan(value):
+        return None
+    if metric.scope == "overall":
+        total = _overall(conf)
+        for r in metric.rates:
+            if np.isnan(rate(total, r)):
+                return f"{r} is undefined over the audit set: {RATES[r].empty}"
+        return "undefined over the audit set: every benefit is 0 (all rows are false negatives)"
+    gated = ctx.gated_index
+    if len(gated) < 2:
+        return f"needs at least two gated groups, found {len(gated)} (see min_group_size)"
+    if metric.uses_reference:
+        if ctx.reference is None:
+            return "no reference group"
+        if not ctx.gated[ctx.reference]:
+            return f"reference group {labels[ctx.reference]} is below min_group_size"
+    for r in metric.rates:
+        per = rate(conf, r)
+        empty = [labels[i] for i in gated if np.isnan(per[i])]
+        if empty:
+            return f"{r} is undefined for {', '.join(empty)}: {RATES[r].empty}"
+    for r in metric.rates:
+        per = rate(conf, r)
+        if metric.name.endswith("ratio") or "ratio" in metric.name:
+            if np.max(per[gated]) == 0:
+                return f"{r} is 0 for every gated group, so the ratio is 0/0"
+        if metric.uses_reference and metric.name == "disparate_impact" and per[ctx.reference] == 0:
+            return f"{r} of reference group {labels[ctx.reference]} is 0"
+    return "undefined: a denominator is 0"

@@ -1,0 +1,29 @@
+"""What one gate run produced: the single value every reporter and the tracker read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fairgate.counts import Grouping
+from fairgate.evaluate import GroupRow, MetricValue
+from fairgate.gate import Decision
+from fairgate.policy import LoadedPolicy
+
+
+@dataclass(frozen=True)
+class GateReport:
+    policy: LoadedPolicy
+    decision: Decision
+    groupings: tuple[Grouping, ...]
+    kpis: tuple[MetricValue, ...]
+    groups: tuple[GroupRow, ...]
+    inputs: dict[str, Any]
+    started_at: str
+    version: str
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        return self.decision.verdict.value

@@ -1,0 +1,366 @@
+"""The policy, version 1: strict YAML parsing and validation into frozen, typed values.
+
+Structure (unknown keys, types) is checked by pydantic; meaning (metric names, groupings,
+impossible bounds) by :func:`_semantic_errors`. Every error names the file, the line and
+the key path, and all errors are reported at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fairgate.errors import PolicyError
+from fairgate.metrics import CATALOGUE, suggest
+
+Scalar = str | int | float | bool
+Path_ = tuple[str | int, ...]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class AuditSpec(_Strict):
+    """Which columns hold the label and the sensitive attributes, and which groups count."""
+
+    label: str = Field(description="Label column.")
+    positive_label: Scalar = Field(description="Value of the label column that is positive.")
+    sensitive: list[str] = Field(min_length=1, description="Sensitive attribute columns.")
+    intersections: bool = Field(False, description="Also gate on the cross of all attributes.")
+    reference_groups: dict[str, Scalar] = Field(
+        default_factory=dict,
+        description="Privileged group per attribute for reference metrics; default: largest.",
+    )
+    min_group_size: int = Field(30, ge=1, description="Smaller groups are reported, not gated.")
+
+
+class ModelSpec(_Strict):
+    """How audit rows become model inputs and scores become decisions."""
+
+    features: list[str] | None = Field(None, description="Input columns, in order.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Decision: score >= threshold.")
+    output: Literal["auto", "probabilities", "logits", "labels"] = "auto"
+    output_name: str | None = Field(None, description="Model output to read, if several.")
+
+
+Bound = Literal[
+    "max", "min", "max_increase", "max_decrease", "max_relative_increase", "max_relative_decrease"
+]
+BOUNDS: tuple[Bound, ...] = (
+    "max", "min", "max_increase", "max_decrease", "max_relative_increase", "max_relative_decrease"
+)
+
+
+class Check(_Strict):
+    """One gated metric with its bounds."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    metric: str
+    on: list[str | list[str]] | None = Field(
+        None, description="Groupings: attribute names, or lists of them for intersections."
+    )
+    max: float | None = Field(None, description="Ceiling on the student's value.")
+    min: float | None = Field(None, description="Floor on the student's value.")
+    max_increase: float | None = Field(None, description="Bound on student − teacher.")
+    max_decrease: float | None = Field(None, description="Bound on teacher − student.")
+    max_relative_increase: float | None = None
+    max_relative_decrease: float | None = None
+    severity: Literal["fail", "warn"] = "fail"
+    on_undefined: Literal["fail", "warn"] = Field(
+        "fail", description="Status of the check when its value is undefined."
+    )
+    alpha: float | None = Field(None, description="Generalized entropy parameter (> 0).")
+    description: str | None = None
+
+    def bounds(self) -> dict[Bound, float]:
+        return {b: getattr(self, b) for b in BOUNDS if getattr(self, b) is not None}
+
+
+class Statistics(_Strict):
+    """Bootstrap settings and how intervals enter a decision."""
+
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    resamples: int = Field(2000, ge=0, le=1_000_000)
+    seed: int = Field(0, ge=0)
+    decide_on: Literal["estimate", "significant", "conservative"] = "estimate"
+    interval: Literal["percentile"] = "percentile"
+    min_defined: float = Field(
+        0.99, gt=0.0, le=1.0,
+        description="Share of resamples that must be defined for an interval to be used.",
+    )
+
+
+class MlflowSpec(_Strict):
+    """Where and how the run is logged."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    run_name: str | None = None
+    required: bool = False
+    timeout: float = Field(15.0, gt=0.0, le=600.0)
+
+
+class Waiver(_Strict):
+    """An accepted, owned, expiring exception to a check."""
+
+    check: str
+    grouping: str | list[str] | None = None
+    group: str | None = None
+    reason: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    expires: dt.date
+
+
+class Policy(_Strict):
+    """A fairgate policy, version 1."""
+
+    version: Literal[1]
+    audit: AuditSpec
+    model: ModelSpec = ModelSpec()
+    checks: list[Check] = Field(min_length=1)
+    statistics: Statistics = Statistics()
+    mlflow: MlflowSpec = MlflowSpec()
+    waivers: list[Waiver] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated policy, where it came from, and the line of each key (for annotations)."""
+
+    policy: Policy
+    path: Path
+    sha256: str
+    text: str
+    lines: dict[Path_, int]
+
+    def line_of(self, path: Path_) -> int:
+        return _line_for(self.lines, path)
+
+
+# ----------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: `on`, `yes`, `no`, `off` stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], where: str) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            line = key.start_mark.line + 1
+            if name in seen:
+                raise PolicyError(
+                    f"{where}:{line}: {_dotted(path + (name,))}: duplicate key "
+                    f"(first given on line {seen[name]})"
+                )
+            seen[name] = line
+            lines[path + (name,)] = line
+            _walk(value, path + (name,), lines, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            _walk(item, path + (i,), lines, where)
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, dict[Path_, int]]:
+    """YAML to plain data plus the line of every key path; duplicate keys are errors."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[Path_, int] = {}
+        if node is None:
+            raise PolicyError(f"{where}: the policy is empty")
+        _walk(node, (), lines, where)
+        return loader.construct_document(node), lines
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise PolicyError(f"{where}{line}: not valid YAML: {e.problem or e}") from None
+    except yaml.YAMLError as e:
+        raise PolicyError(f"{where}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _line_for(lines: dict[Path_, int], path: Path_) -> int:
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in lines:
+            return lines[path[:cut]]
+    return 1
+
+
+def _allowed_keys(path: Path_) -> list[str]:
+    model: type[BaseModel] = Policy
+    for p in path[:-1]:
+        if isinstance(p, int):
+            continue
+        field = model.model_fields.get(p)
+        ann = getattr(field, "annotation", None)
+        inner = getattr(ann, "__args__", (ann,))
+        nxt = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
+
+
+def _pydantic_errors(e: ValidationError) -> list[tuple[Path_, str]]:
+    out: dict[Path_, str] = {}
+    for err in e.errors():
+        loc: Path_ = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            msg = f"unknown key {loc[-1]!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind == "literal_error":
+            msg = f"{err['msg'].replace('Input should be', 'must be')}, got {err['input']!r}"
+        else:
+            msg = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {err['input']!r}"
+        # a union reports once per member; keep the first message per location
+        if loc not in out:
+            out[loc] = msg
+    return list(out.items())
+
+
+def _groupings_of(on: list[str | list[str]]) -> list[tuple[str, ...]]:
+    return [(g,) if isinstance(g, str) else tuple(g) for g in on]
+
+
+def _semantic_errors(p: Policy) -> list[tuple[Path_, str]]:
+    errs: list[tuple[Path_, str]] = []
+    sens = p.audit.sensitive
+    for i, a in enumerate(sens):
+        if sens.index(a) != i:
+            errs.append((("audit", "sensitive", i), f"{a!r} is listed twice"))
+    for attr in p.audit.reference_groups:
+        if attr not in sens:
+            errs.append((("audit", "reference_groups", attr),
+                         f"{attr!r} is not a sensitive attribute ({', '.join(sens)})"))
+    if p.model.features is not None:
+        for i, f in enumerate(p.model.features):
+            if p.model.features.index(f) != i:
+                errs.append((("model", "features", i), f"{f!r} is listed twice"))
+    ids: dict[str, int] = {}
+    for i, c in enumerate(p.checks):
+        at: Path_ = ("checks", i)
+        if c.id in ids:
+            errs.append((at + ("id",), f"duplicate check id {c.id!r} (also checks[{ids[c.id]}])"))
+        ids.setdefault(c.id, i)
+        metric = CATALOGUE.get(c.metric)
+        if metric is None:
+            errs.append((at + ("metric",), suggest(c.metric)))
+            continue
+        bounds = c.bounds()
+        if not bounds:
+            errs.append((at, "a check needs at least one bound: " + ", ".join(BOUNDS)))
+        if c.on is not None:
+            if metric.scope == "overall":
+                errs.append((at + ("on",), f"{c.metric} is computed over the whole audit set; "
+                             "remove 'on'"))
+            for j, g in enumerate(_groupings_of(c.on)):
+                unknown = [a for a in g if a not in sens]
+                if unknown or not g or len(set(g)) != len(g):
+                    errs.append((at + ("on", j), f"grouping {list(g)} must name distinct "
+                                 f"sensitive attributes ({', '.join(sens)})"))
+        if c.alpha is not None and not metric.uses_alpha:
+            errs.append((at + ("alpha",), f"{c.metric} takes no alpha"))
+        if c.alpha is not None and c.alpha <= 0:
+            errs.append((at + ("alpha",), f"alpha must be > 0, got {c.alpha}"))
+        lo, hi = metric.lo, metric.hi
+        for b, v in bounds.items():
+            if v != v or v in (float("inf"), float("-inf")):
+                errs.append((at + (b,), f"{b} must be a finite number, got {v}"))
+            elif b.startswith("max_") and v < 0:
+                errs.append((at + (b,), f"{b} must be >= 0 (it bounds how much worse the student "
+                             f"may get), got {v}"))
+        if "max" in bounds and bounds["max"] < lo:
+            errs.append((at + ("max",), f"max {bounds['max']} is below the lowest possible value "
+                         f"{lo} of {c.metric}: no model can pass"))
+        if "min" in bounds and bounds["min"] > hi:
+            errs.append((at + ("min",), f"min {bounds['min']} is above the highest possible value "
+                         f"{hi} of {c.metric}: no model can pass"))
+        if "max" in bounds and "min" in bounds and bounds["min"] > bounds["max"]:
+            errs.append((at + ("min",), f"min {bounds['min']} is above max {bounds['max']}"))
+    st = p.statistics
+    if st.resamples == 0 and st.decide_on != "estimate":
+        errs.append((("statistics", "decide_on"),
+                     f"decide_on: {st.decide_on} needs intervals; set resamples > 0"))
+    for i, w in enumerate(p.waivers):
+        if w.check not in ids:
+            errs.append((("waivers", i, "check"), f"no check with id {w.check!r}"))
+    return errs
+
+
+def validate(data: Any, lines: dict[Path_, int], where: str) -> Policy:
+    """Validated :class:`Policy`, or one PolicyError listing every problem with its line."""
+    if not isinstance(data, dict):
+        raise PolicyError(f"{where}:1: the policy must be a mapping of keys, got {type(data).__name__}")
+    try:
+        policy = Policy.model_validate(data)
+        problems = _semantic_errors(policy)
+    except ValidationError as e:
+        problems = _pydantic_errors(e)
+    if problems:
+        rendered = [
+            f"{where}:{_line_for(lines, path)}: {_dotted(path)}: {msg}" for path, msg in problems
+        ]
+        raise PolicyError("\n".join(rendered))
+    return policy
+
+
+def load_policy(path: Path) -> LoadedPolicy:
+    """Read and validate a policy file."""
+    if not path.exists():
+        raise PolicyError(f"{path}: policy file not found")
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyError(f"{path}: cannot read the policy: {e}") from None
+    data, lines = parse_yaml(text, str(path))
+    policy = validate(data, lines, str(path))
+    return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), text, lines)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of policy version 1 (for editors and `fairgate policy schema`)."""
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "fairgate policy, version 1"
+    check = schema["$defs"]["Check"]["properties"]
+    check["metric"]["enum"] = sorted(CATALOGUE)
+    return schema

@@ -1,0 +1,53 @@
+"""Reporters: one protocol, one module each. Each renders a :class:`GateReport` to text."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from fairgate.outcome import GateReport
+
+
+class Reporter(Protocol):
+    """Renders a gate report; ``filename`` is where it goes inside ``--out``."""
+
+    name: str
+    filename: str
+
+    def render(self, report: GateReport) -> str: ...
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def reporters() -> dict[str, Reporter]:
+    """Every file reporter, by format name."""
+    from fairgate.report.json import JsonReporter
+
+    found: list[Reporter] = [JsonReporter()]
+    return {r.name: r for r in found}
+
+
+def write_reports(report: GateReport, out: Path, formats: tuple[str, ...] = ()) -> list[Path]:
+    """Write the chosen formats (all when empty; report.json always) into ``out``."""
+    chosen = reporters()
+    names = [n for n in chosen if not formats or n in formats or n == "json"]
+    written = []
+    for name in names:
+        r = chosen[name]
+        path = out / r.filename
+        write_atomic(path, r.render(report))
+        written.append(path)
+    return written

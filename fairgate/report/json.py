@@ -1,0 +1,149 @@
+"""report.json: the stable, versioned, machine-readable record of a gate run.
+
+Numbers are plain JSON numbers; an undefined value is ``null`` and its reason is given
+beside it. Volatile fields (times) live under ``run`` so golden tests can scrub them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from fairgate.evaluate import GroupRow, MetricValue
+from fairgate.gate import CheckResult
+from fairgate.outcome import GateReport
+from fairgate.stats import Interval
+
+SCHEMA_VERSION = 1
+
+
+def num(x: float | None) -> float | None:
+    """A JSON number, or None for undefined (NaN) values."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(x)
+
+
+def _interval(i: Interval | None) -> list[float] | None:
+    return None if i is None else [i.lo, i.hi]
+
+
+def _intervals(v: MetricValue) -> dict[str, Any] | None:
+    if v.delta_interval is None and v.teacher_interval is None and v.student_interval is None:
+        return None
+    shares = [i.defined for i in (v.teacher_interval, v.student_interval, v.delta_interval) if i]
+    return {
+        "teacher": _interval(v.teacher_interval),
+        "student": _interval(v.student_interval),
+        "delta": _interval(v.delta_interval),
+        "relative": _interval(v.relative_interval),
+        "defined_share": min(shares) if shares else 0.0,
+    }
+
+
+def _undefined(v: MetricValue) -> dict[str, str] | None:
+    out = {k: r for k, r in (("teacher", v.teacher_reason), ("student", v.student_reason)) if r}
+    return out or None
+
+
+def value_dict(v: MetricValue) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "metric": v.key.metric,
+        "grouping": list(v.key.grouping.attributes) if v.key.grouping else [],
+        "teacher": num(v.teacher),
+        "student": num(v.student),
+        "delta": num(v.delta),
+        "relative_delta": num(v.relative),
+        "interval": _intervals(v),
+    }
+    if v.key.alpha is not None:
+        d["alpha"] = v.key.alpha
+    undefined = _undefined(v)
+    if undefined:
+        d["undefined"] = undefined
+    return d
+
+
+def result_dict(r: CheckResult) -> dict[str, Any]:
+    v = value_dict(r.value)
+    d: dict[str, Any] = {
+        "check": r.check.id,
+        "metric": v.pop("metric"),
+        "grouping": v.pop("grouping"),
+        "status": r.status.value,
+        "blocking": r.blocking,
+        "severity": r.check.severity,
+        **v,
+        "bounds": [
+            {"bound": b.bound, "limit": b.limit, "on": b.quantity, "outcome": b.outcome,
+             "text": b.text}
+            for b in r.bounds
+        ],
+        "reason": r.reason,
+    }
+    if r.waiver is not None:
+        w = r.waiver
+        d["waiver"] = {"reason": w.reason, "owner": w.owner, "expires": w.expires.isoformat()}
+    return d
+
+
+def _rates(counts: dict[str, int], rates: dict[str, float]) -> dict[str, Any]:
+    return {**counts, **{k: num(v) for k, v in rates.items()}}
+
+
+def group_dict(g: GroupRow) -> dict[str, Any]:
+    return {
+        "grouping": list(g.grouping.attributes),
+        "group": dict(zip(g.grouping.attributes, g.group, strict=True)),
+        "label": "|".join(g.group),
+        "n": g.n,
+        "gated": g.gated,
+        "reference": g.reference,
+        "teacher": _rates(g.teacher, g.teacher_rates),
+        "student": _rates(g.student, g.student_rates),
+        "mcnemar": {
+            "teacher_only_correct": g.teacher_only_correct,
+            "student_only_correct": g.student_only_correct,
+            "p_value": g.mcnemar_p,
+            "p_holm": g.mcnemar_p_holm,
+        },
+    }
+
+
+def to_dict(report: GateReport) -> dict[str, Any]:
+    decision = report.decision
+    counts: dict[str, int] = {}
+    for r in decision.results:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    st = report.policy.policy.statistics
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "fairgate_version": report.version,
+        "verdict": report.verdict,
+        "exit_code": decision.exit_code,
+        "summary": {"checks": len(decision.results), **counts},
+        "results": [result_dict(r) for r in decision.results],
+        "kpis": [value_dict(v) for v in report.kpis],
+        "groups": [group_dict(g) for g in report.groups],
+        "groupings": [list(g.attributes) for g in report.groupings],
+        "statistics": {"confidence": st.confidence, "resamples": st.resamples, "seed": st.seed,
+                       "decide_on": st.decide_on, "interval": st.interval,
+                       "min_defined": st.min_defined},
+        "expired_waivers": [
+            {"check": w.check, "owner": w.owner, "expires": w.expires.isoformat(),
+             "reason": w.reason}
+            for w in decision.expired_waivers
+        ],
+        "inputs": report.inputs,
+        "notes": list(report.notes),
+        "run": {"started_at": report.started_at, "timings": report.timings},
+    }
+
+
+class JsonReporter:
+    name = "json"
+    filename = "report.json"
+
+    def render(self, report: GateReport) -> str:
+        return json.dumps(to_dict(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"

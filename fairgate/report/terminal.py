@@ -1,0 +1,132 @@
+"""The terminal report: what a person needs to decide, at a glance.
+
+Verdict first, then the checks (failures first) with teacher, student, change and bound,
+then why each non-passing check did not pass, and the groups behind the failures.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from fairgate.evaluate import GroupRow
+from fairgate.gate import CheckResult, Status
+from fairgate.outcome import GateReport
+from fairgate.stats import Interval
+
+_STYLE = {
+    Status.FAIL: "red",
+    Status.UNDEFINED: "magenta",
+    Status.WARN: "yellow",
+    Status.WAIVED: "cyan",
+    Status.PASS: "green",
+}
+_VERDICT = {"pass": ("PASS", "green"), "warn": ("PASS with warnings", "yellow"),
+            "fail": ("FAIL", "red")}
+
+
+def fmt(x: float | None, signed: bool = False) -> str:
+    if x is None or math.isnan(x):
+        return "undef"
+    return f"{x:+.4f}" if signed else f"{x:.4f}"
+
+
+def fmt_interval(i: Interval | None, signed: bool = False) -> str:
+    return "" if i is None else f"[{fmt(i.lo, signed)}, {fmt(i.hi, signed)}]"
+
+
+def _bound_text(r: CheckResult) -> str:
+    return ", ".join(f"{b.bound} {b.limit:g}" for b in r.bounds)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> list[str]:
+    widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return [line(header), line(["─" * w for w in widths]), *(line(r).rstrip() for r in rows)]
+
+
+def _group_table(rows: list[GroupRow]) -> list[str]:
+    body = []
+    for g in rows:
+        flag = "" if g.gated else " (not gated)"
+        flag += " (reference)" if g.reference else ""
+        cells = [f"{'|'.join(g.group)}{flag}", str(g.n)]
+        for r in ("selection_rate", "tpr", "fpr", "accuracy"):
+            cells.append(f"{fmt(g.teacher_rates[r])} → {fmt(g.student_rates[r])}")
+        body.append(cells)
+    return _table(body, ["group", "n", "selection rate", "TPR", "FPR", "accuracy"])
+
+
+class TerminalReporter:
+    name = "terminal"
+    filename = ""
+
+    def __init__(self, out_dir: Path | None = None, color: bool | None = None) -> None:
+        self.out_dir = out_dir
+        self.color = color
+
+    def _s(self, text: str, color: str, bold: bool = False) -> str:
+        if self.color is False:
+            return text
+        return click.style(text, fg=color, bold=bold)
+
+    def render(self, report: GateReport) -> str:
+        d = report.decision
+        inp = report.inputs
+        lines = []
+        who = " vs ".join(
+            Path(inp[m]["path"]).name if inp[m].get("path") else f"column {inp[m]['column']}"
+            for m in ("student", "teacher")
+        )
+        lines.append(
+            f"fairgate {report.version} · {report.policy.path} · {inp['data']['rows']:,} rows · "
+            f"{who}"
+        )
+        for role in ("teacher", "student"):
+            out = inp[role].get("output", {})
+            if out.get("chosen") == "auto":
+                lines.append(f"  {role} output {out['name']!r}: {out['how']} (auto-detected)")
+        st = report.policy.policy.statistics
+        if st.resamples:
+            lines.append(f"  intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} "
+                         f"resamples, seed {st.seed}; decide_on: {st.decide_on}")
+        counts = {s: sum(r.status is s for r in d.results) for s in Status}
+        label, color = _VERDICT[report.verdict]
+        detail = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
+        lines += ["", self._s(f"{label}", color, bold=True) + f"  {len(d.results)} checks: {detail}",
+                  ""]
+        rows = []
+        for r in d.results:
+            v = r.value
+            change = fmt(v.delta, True)
+            if v.delta_interval:
+                change += " " + fmt_interval(v.delta_interval, True)
+            grouping = str(r.key.grouping) if r.key.grouping else "overall"
+            rows.append([r.status.value.upper(), r.check.id, r.key.metric, grouping,
+                         fmt(v.teacher), fmt(v.student), change, _bound_text(r)])
+        table = _table(rows, ["status", "check", "metric", "grouping", "teacher", "student",
+                              "change (student − teacher)", "bound"])
+        for i, row in enumerate(table):
+            if i >= 2:
+                status = d.results[i - 2].status
+                row = self._s(row[: len(status.value)], _STYLE[status]) + row[len(status.value):]
+            lines.append(row)
+        problems = [r for r in d.results if r.status is not Status.PASS]
+        if problems:
+            lines += ["", "Why:"]
+            for r in problems:
+                where = f" [{r.key.grouping}]" if r.key.grouping else ""
+                lines.append(f"  {r.check.id}{where} ({r.status.value}): {r.reason}")
+        for w in d.expired_waivers:
+            lines.append(f"  expired waiver for {w.check} (owner {w.owner}, expired "
+                         f"{w.expires}): no longer applied")
+        failing = [r.key.grouping for r in problems if r.key.grouping]
+        for grouping in dict.fromkeys(failing):
+            lines += ["", f"Groups of {grouping} (teacher → student):"]
+            lines += ["  " + x for x in _group_table(
+                [g for g in report.groups if g.grouping == grouping])]
+        if self.out_dir is not None:
+            lines += ["", f"Reports: {self.out_dir}/"]
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,82 @@
+"""Statistics on joint counts: the exact paired bootstrap, McNemar's test, Holm's correction.
+
+Resampling N rows with replacement gives cell counts ~ Multinomial(N, observed cell
+shares). Drawing B multinomials over a grouping's joint table is therefore exactly the row
+bootstrap, paired between teacher and student (both read the same resampled rows), at a
+cost of O(B · cells) whatever N is.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binomtest
+
+
+def rng_for(seed: int, key: str) -> np.random.Generator:
+    """A generator for one stream (one grouping), independent of the order of streams."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
+
+
+def resample_cells(cells: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``resamples`` bootstrap copies of joint ``cells[G, 2, 2, 2]``: shape [B, G, 2, 2, 2]."""
+    flat = cells.reshape(-1).astype(np.int64)
+    n = int(flat.sum())
+    if n == 0 or resamples == 0:
+        return np.zeros((resamples, *cells.shape), dtype=np.int64)
+    draws = rng.multinomial(n, flat / n, size=resamples)
+    return draws.reshape(resamples, *cells.shape)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A two-sided interval and the share of resamples in which the value was defined."""
+
+    lo: float
+    hi: float
+    defined: float  # share of resamples where the value was defined
+
+    def as_list(self) -> list[float]:
+        return [self.lo, self.hi]
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> Interval | None:
+    """Percentile interval over the defined resamples; None if none is defined.
+
+    Undefined resamples (a group drew no positives) are not dropped silently: the share
+    of defined ones travels with the interval, and the gate refuses intervals that rest on
+    too few of them.
+    """
+    defined = ~np.isnan(samples)
+    share = float(defined.mean()) if samples.size else 0.0
+    if not defined.any():
+        return None
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(samples[defined], [tail, 1.0 - tail])
+    return Interval(float(lo), float(hi), share)
+
+
+def mcnemar_exact(worse: int, better: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs.
+
+    ``worse``: rows the teacher got right and the student wrong; ``better``: the reverse.
+    Under H0 (same accuracy) ``worse ~ Binomial(worse + better, 1/2)``.
+    """
+    n = worse + better
+    if n == 0:
+        return 1.0
+    return float(binomtest(worse, n, 0.5, alternative="two-sided").pvalue)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
