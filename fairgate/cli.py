@@ -71,7 +71,8 @@ def main() -> None:
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
               help="Report formats to write (repeatable; default all; report.json always).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
-@click.option("--parent-run", metavar="RUN_ID", help="Nest the MLflow run under this run.")
+@click.option("--parent-run", metavar="RUN_ID",
+              help="Nest the MLflow run under this run (default: $MLFLOW_RUN_ID, if set).")
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
@@ -91,16 +92,71 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
                           seed=seed, batch_rows=batch_size, formats=formats)
     report = run_gate(request)
     write_reports(report, out, formats)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from fairgate.github import publish
+
+        publish(report, out)
     click.echo(TerminalReporter(out, color).render(report), nl=False, color=color)
     code = report.decision.exit_code
-    if not no_mlflow:
+    if not no_mlflow:  # logging never changes the verdict; mlflow.required makes it exit 3
+        from fairgate.errors import TrackingError
         from fairgate.tracking import log_gate_run
 
         logged = log_gate_run(report, out, parent_run)
         click.echo(logged.message, err=not logged.ok)
         if not logged.ok and report.policy.policy.mlflow.required:
-            _fail(3, f"MLflow logging is required by the policy and failed: {logged.error}")
+            raise TrackingError(f"the policy requires MLflow logging (mlflow.required: true) "
+                                f"and the run was not logged ({logged.error}); the gate's own "
+                                f"verdict was {report.verdict}")
     sys.exit(code)
+
+
+@main.command()
+@click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
+              help="Policy YAML (see `fairgate policy schema`).")
+@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+              help="Labelled audit set with sensitive columns (.parquet or .csv).")
+@click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model.")
+@click.option("--candidate", "candidates", multiple=True, type=click.Path(path_type=Path),
+              help="Candidate student ONNX model (repeatable).")
+@click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
+@click.option("--candidate-scores", metavar="COL", multiple=True,
+              help="Audit-set column of a candidate's scores (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("fairgate-compare"),
+              show_default=True, help="Directory for compare.md, compare.json and one "
+              "report.json per candidate (in <candidate>/).")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the candidates' runs to MLflow.")
+@click.option("--parent-run", metavar="RUN_ID", help="Nest the MLflow runs under this run.")
+@click.option("--seed", type=int, help="Override statistics.seed.")
+@click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
+              help="Rows per batch (memory vs speed).")
+@translate_errors
+def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Path, ...],
+            teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
+            no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int) -> None:
+    """Gate several candidate students against one teacher and rank them (Pareto front).
+
+    Exit 0 if at least one candidate passes the gate, 1 if none does.
+    """
+    from fairgate.compare import CompareRequest, render_terminal, run_compare, write_comparison
+
+    request = CompareRequest(policy=policy, data=data, teacher=teacher, candidates=candidates,
+                             teacher_scores=teacher_scores, candidate_scores=candidate_scores,
+                             out=out, seed=seed, batch_rows=batch_size)
+    result = run_compare(request)
+    write_comparison(result, out)
+    click.echo(render_terminal(result), nl=False)
+    if not no_mlflow:
+        from fairgate.tracking import log_gate_run
+
+        for cand in result.candidates:
+            try:  # logging never changes the ranking or the exit code
+                logged = log_gate_run(cand.report, out / cand.name, parent_run)
+                click.echo(f"{cand.name}: {logged.message}", err=not logged.ok)
+            except Exception as e:
+                click.echo(f"{cand.name}: MLflow: run NOT logged: {type(e).__name__}: {e}",
+                           err=True)
+    sys.exit(result.exit_code)
 
 
 @main.group()

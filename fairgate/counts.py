@@ -133,13 +133,51 @@ class CountAccumulator:
             for c in range(len(combo), top):
                 combo[(c,)] = c
             return attr_codes
-        stacked = np.stack([codes[a] for a in grouping.attributes], axis=1)
-        keys, inverse = np.unique(stacked, axis=0, return_inverse=True)
+        return self._cross_codes(grouping, codes)
+
+    def _cross_codes(self, grouping: Grouping, codes: dict[str, np.ndarray]) -> np.ndarray:
+        """Group codes of an intersection, one mixed-radix key a row.
+
+        Attribute codes are dense in ``[0, values seen)``, so the codes of a row make one
+        int64 key whose order is the lexicographic order of the code tuples: the same
+        combinations are found in the same order as a row-wise ``np.unique(axis=0)``, at a
+        fraction of the cost (that sorts void records and took ~70 ms a 65,536-row batch;
+        this is a bincount, or a 1-D sort when the key space is large).
+        """
+        attrs = grouping.attributes
         combo = self._combo[grouping]
+        radices = [max(len(self._codes[a].index), 1) for a in attrs]
+        space = int(np.prod(radices, dtype=object))
+        n = len(codes[attrs[0]])
+        if space >= 1 << 62:  # keys would overflow int64: sort the code rows instead
+            stacked = np.stack([codes[a] for a in attrs], axis=1)
+            rows, inverse = np.unique(stacked, axis=0, return_inverse=True)
+            local = np.array(
+                [combo.setdefault(tuple(int(v) for v in r), len(combo)) for r in rows],
+                dtype=np.int64,
+            )
+            return local[inverse.reshape(-1)]
+        key = codes[attrs[0]].astype(np.int64, copy=True)
+        for a, radix in zip(attrs[1:], radices[1:], strict=True):
+            key *= radix
+            key += codes[a]
+        dense = space <= max(1 << 16, 4 * n)
+        if dense:
+            keys = np.flatnonzero(np.bincount(key, minlength=space))
+        else:
+            keys, inverse = np.unique(key, return_inverse=True)
+        digits = np.empty((len(keys), len(attrs)), dtype=np.int64)
+        rest = keys.copy()
+        for j in range(len(attrs) - 1, -1, -1):
+            rest, digits[:, j] = np.divmod(rest, radices[j])
         local = np.array(
-            [combo.setdefault(tuple(int(v) for v in k), len(combo)) for k in keys], dtype=np.int64
+            [combo.setdefault(tuple(r), len(combo)) for r in digits.tolist()], dtype=np.int64
         )
-        return local[inverse.reshape(-1)]
+        if not dense:
+            return local[inverse.reshape(-1)]
+        lookup = np.zeros(space, dtype=np.int64)
+        lookup[keys] = local
+        return lookup[key]
 
     def result(self) -> dict[Grouping, GroupingCounts]:
         """Counts per grouping, groups sorted by label so row order never matters."""

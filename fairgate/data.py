@@ -29,6 +29,9 @@ class AuditSet:
     columns: tuple[str, ...]
     column_types: dict[str, pa.DataType]
     batch_rows: int = DEFAULT_BATCH_ROWS
+    # read as text from CSV, whatever the first block looks like (sensitive attributes:
+    # a column of zip codes must not turn from numbers into an error at row 2,000,000)
+    text_columns: tuple[str, ...] = ()
 
     def schema_names(self) -> list[str]:
         if not self.path.exists():
@@ -61,7 +64,10 @@ class AuditSet:
         self.check_columns()
         try:
             if _is_parquet(self.path):
-                pf = pq.ParquetFile(self.path)
+                # pre_buffer (pyarrow's default) caches every column chunk read so far
+                # until the file is closed: peak memory grew with the file (2.2 GB at 10M
+                # rows of 20 features). Without it memory is flat and local reads no slower.
+                pf = pq.ParquetFile(self.path, pre_buffer=False)
                 it: Iterator[pa.RecordBatch] = pf.iter_batches(
                     batch_size=self.batch_rows, columns=list(self.columns)
                 )
@@ -74,6 +80,7 @@ class AuditSet:
 
     def _csv_batches(self) -> Iterator[pa.RecordBatch]:
         types = {c: t for c, t in self.column_types.items() if c in self.columns}
+        types.update({c: pa.string() for c in self.text_columns if c not in types})
         reader = pacsv.open_csv(
             self.path,
             read_options=pacsv.ReadOptions(block_size=1 << 24),
@@ -156,7 +163,7 @@ class LabelSpec:
             return values == want
         if pa.types.is_integer(typ) or pa.types.is_floating(typ):
             try:
-                return values == float(p)  # type: ignore[arg-type]
+                return np.asarray(values == float(p))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 return np.zeros(len(values), dtype=bool)
         return values.astype(str) == str(p)

@@ -35,8 +35,11 @@ def count_audit(
         if batch.num_rows == 0:
             continue
         y = label.positives(batch.column(label.column), audit.path, offset, others)
-        t = teacher.decide(batch, offset)
-        s = student.decide(batch, offset)
+        try:
+            t = teacher.decide(batch, offset)
+            s = student.decide(batch, offset)
+        except DataError as e:  # name the file: the predictor only knows the column
+            raise DataError(f"{audit.path}: {e}") from None
         acc.add(y, t, s, {a: batch.column(a) for a in sensitive})
         positives += int(np.count_nonzero(y))
         offset += batch.num_rows

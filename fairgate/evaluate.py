@@ -112,10 +112,11 @@ def context_for(counts: GroupingCounts, settings: Settings, alpha: float | None 
                 f"reference group {'|'.join(want)} for {counts.grouping} is not in the audit set "
                 f"(groups: {', '.join(counts.labels[:20])})"
             )
-        reference = counts.groups.index(want)
+        reference: int | None = counts.groups.index(want)
     else:
         reference = int(np.argmax(sizes)) if len(sizes) else None
-    return Context(gated=gated, reference=reference, alpha=2.0 if alpha is None else alpha)
+    return Context(gated=gated, reference=reference, alpha=2.0 if alpha is None else alpha,
+                   level=1.0 - settings.confidence)
 
 
 def _point(metric: Metric, conf: np.ndarray, ctx: Context) -> float:
@@ -163,6 +164,11 @@ def compute_values(
         gc = counts[grouping]
         metric = CATALOGUE[key.metric]
         ctx = context_for(gc, settings, key.alpha)
+        if metric.paired:  # a test on the pair: the teacher against itself changes nothing
+            s = _point(metric, gc.cells, ctx)
+            reason = explain_undefined(metric, gc.cells, ctx, gc.labels)
+            out[key] = MetricValue(key, 0.0, s, s, np.nan, None, reason)
+            continue
         t_conf, s_conf = GroupingCounts.teacher(gc.cells), GroupingCounts.student(gc.cells)
         t, s = _point(metric, t_conf, ctx), _point(metric, s_conf, ctx)
         labels = gc.labels

@@ -210,7 +210,9 @@ def decide(
     expired = tuple(w for w in policy.waivers if w.expires < today)
     results = []
     for check, key in check_keys(policy, groupings):
-        r = evaluate_check(check, values[key], st.decide_on, st.min_defined)
+        # a paired test is already a significance decision: compare its estimate
+        how = "estimate" if CATALOGUE[check.metric].paired else st.decide_on
+        r = evaluate_check(check, values[key], how, st.min_defined)
         if r.status in (Status.FAIL, Status.UNDEFINED, Status.WARN):
             w = _waiver_for(r, active)
             if w is not None:

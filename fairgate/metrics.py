@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -92,6 +92,7 @@ class Context:
     gated: Array  # bool[G]: groups with n >= min_group_size
     reference: int | None = None  # index of the reference group
     alpha: float = 2.0  # generalized entropy parameter
+    level: float = 0.05  # significance level of paired tests (1 − statistics.confidence)
 
     @property
     def gated_index(self) -> Array:
@@ -132,7 +133,7 @@ def _worst_vs_reference(per_group: Array, ctx: Context, distance: Callable[[Arra
     ``per_group[..., G]`` holds each group's value against the reference. With two groups
     this is AIF360's unprivileged-vs-privileged value; with more, the worst group decides.
     """
-    if ctx.reference is None:
+    if ctx.reference is None or not ctx.gated[ctx.reference]:  # a tiny reference decides nothing
         return np.full(per_group.shape[:-1], np.nan)
     others = np.array([i for i in ctx.gated_index if i != ctx.reference], dtype=np.intp)
     if others.size == 0:
@@ -213,6 +214,28 @@ def between_group_generalized_entropy_index(conf: Array, ctx: Context) -> Array:
     return np.where(bad, np.nan, out)
 
 
+def significant_accuracy_changes(cells: Array, ctx: Context, direction: int) -> Array:
+    """Gated groups whose accuracy changed significantly (McNemar exact, Holm across groups).
+
+    ``direction`` -1 counts losses (student worse), +1 gains, 0 either. A paired test
+    on the discordant rows, so it is a property of the teacher–student pair.
+    """
+    from fairgate.stats import holm, mcnemar_exact
+
+    idx = ctx.gated_index
+    if idx.size == 0:
+        return np.array(np.nan)
+    c = np.asarray(cells)[idx]
+    worse = c[:, 0, 0, 1] + c[:, 1, 1, 0]  # teacher right, student wrong
+    better = c[:, 0, 1, 0] + c[:, 1, 0, 1]
+    p = holm([mcnemar_exact(int(w), int(b)) for w, b in zip(worse, better, strict=True)])
+    hits = [
+        pv < ctx.level and (direction == 0 or np.sign(b - w) == direction)
+        for pv, w, b in zip(p, worse, better, strict=True)
+    ]
+    return np.array(float(sum(hits)))
+
+
 def _overall(conf: Array) -> Array:
     """The whole audit set's confusion table: every group, gated or not."""
     return np.sum(conf, axis=-3)
@@ -234,16 +257,31 @@ class Metric:
     hi: float
     uses_reference: bool = False
     uses_alpha: bool = False
+    paired: bool = False  # computed from the joint table cells[G, y, ŷt, ŷs], not per model
     aliases: tuple[str, ...] = field(default=())
+
+
+def _bind(fn: Callable[[Array, Context, Any], Array], arg: Any) -> Callable[[Array, Context], Array]:
+    """fn with its third argument fixed (a loop variable, bound now rather than late)."""
+    return lambda conf, ctx: fn(conf, ctx, arg)
+
+
+def difference_of(conf: Array, ctx: Context, name: str) -> Array:
+    return difference(conf, name, ctx)
+
+
+def ratio_of(conf: Array, ctx: Context, name: str) -> Array:
+    return ratio(conf, name, ctx)
 
 
 def _catalogue() -> dict[str, Metric]:
     out: list[Metric] = []
     inf = float("inf")
-    for r in RATES.values():
+    for spec in RATES.values():
         out.append(
-            Metric(r.name, "overall", f"{r.meaning} over the whole audit set: {r.formula}",
-                   lambda conf, ctx, n=r.name: rate(_overall(conf), n), (r.name,), 0.0, 1.0)
+            Metric(spec.name, "overall", f"{spec.meaning} over the whole audit set: {spec.formula}",
+                   _bind(lambda conf, ctx, n: rate(_overall(conf), n), spec.name), (spec.name,),
+                   0.0, 1.0)
         )
     out.append(Metric("balanced_accuracy", "overall", "(TPR + TNR) / 2 over the whole audit set",
                       lambda conf, ctx: 0.5 * (rate(_overall(conf), "tpr") + rate(_overall(conf), "tnr")),
@@ -260,10 +298,10 @@ def _catalogue() -> dict[str, Metric]:
             continue
         out.append(Metric(f"{r}_difference", "grouping",
                           f"max − min over gated groups of {RATES[r].formula} ({RATES[r].meaning})",
-                          lambda conf, ctx, n=r: difference(conf, n, ctx), (r,), 0.0, 1.0))
+                          _bind(difference_of, r), (r,), 0.0, 1.0))
         out.append(Metric(f"{r}_ratio", "grouping",
                           f"min / max over gated groups of {RATES[r].formula} ({RATES[r].meaning})",
-                          lambda conf, ctx, n=r: ratio(conf, n, ctx), (r,), 0.0, 1.0))
+                          _bind(ratio_of, r), (r,), 0.0, 1.0))
     named = [
         ("demographic_parity_difference", "selection rate max − min (fairlearn)",
          lambda conf, ctx: difference(conf, "selection_rate", ctx), ("selection_rate",), 0.0, 1.0),
@@ -312,6 +350,14 @@ def _catalogue() -> dict[str, Metric]:
     ]
     for name, text, fn, rates_, lo, hi in reference:
         out.append(Metric(name, "grouping", text, fn, rates_, lo, hi, uses_reference=True))
+    for name, direction, what in (("significant_accuracy_loss_groups", -1, "lost"),
+                                  ("significant_accuracy_change_groups", 0, "changed")):
+        out.append(Metric(name, "grouping",
+                          f"gated groups whose accuracy {what} significantly (McNemar exact on "
+                          "discordant rows, Holm across groups, level 1 − confidence)",
+                          _bind(lambda cells, ctx, d: significant_accuracy_changes(cells, ctx, d),
+                                direction),
+                          (), 0.0, inf, paired=True))
     out.append(Metric("between_group_theil_index", "grouping",
                       "Theil index of group-mean benefits over the gated groups (AIF360 between-group)",
                       lambda conf, ctx: between_group_generalized_entropy_index(
@@ -368,6 +414,8 @@ def explain_undefined(
     value = metric.compute(conf, ctx)
     if not np.isnan(value):
         return None
+    if metric.paired:
+        return "no gated group (see min_group_size)"
     if metric.scope == "overall":
         total = _overall(conf)
         for r in metric.rates:
@@ -389,9 +437,9 @@ def explain_undefined(
             return f"{r} is undefined for {', '.join(empty)}: {RATES[r].empty}"
     for r in metric.rates:
         per = rate(conf, r)
-        if metric.name.endswith("ratio") or "ratio" in metric.name:
-            if np.max(per[gated]) == 0:
-                return f"{r} is 0 for every gated group, so the ratio is 0/0"
-        if metric.uses_reference and metric.name == "disparate_impact" and per[ctx.reference] == 0:
-            return f"{r} of reference group {labels[ctx.reference]} is 0"
+        if "ratio" in metric.name and np.max(per[gated]) == 0:
+            return f"{r} is 0 for every gated group, so the ratio is 0/0"
+        ref = ctx.reference
+        if metric.name == "disparate_impact" and ref is not None and per[ref] == 0:
+            return f"{r} of reference group {labels[ref]} is 0"
     return "undefined: a denominator is 0"

@@ -301,7 +301,7 @@ class OnnxPredictor:
         }[plan.kind]
         mode = plan.mode if plan.kind in ("proba2", "score") else plan.kind
         if plan.kind in ("proba2", "score") and plan.mode == "logits":
-            how += " (logits: softmax/sigmoid applied)"
+            how += " (logits: softmax applied)" if plan.kind == "proba2" else " (logit: sigmoid applied)"
         return {
             "kind": "onnx",
             "path": str(self.path),
@@ -348,7 +348,7 @@ def _numeric(batch: pa.RecordBatch, name: str, role: str, offset: int) -> np.nda
         nan = np.isnan(arr)
         if nan.any():
             raise DataError(
-                f"feature column {name!r} has {int(nan.sum())} NaN value(s) in rows from "
+                f"feature column {name!r} has {int(nan.sum())} missing or NaN value(s) in rows from "
                 f"{offset}, first at row {offset + int(np.flatnonzero(nan)[0])}"
             )
     return arr
@@ -357,7 +357,7 @@ def _numeric(batch: pa.RecordBatch, name: str, role: str, offset: int) -> np.nda
 def _missing(col: pa.Array, name: str, offset: int) -> None:
     first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
     raise DataError(
-        f"feature column {name!r} has {col.null_count} missing value(s) in rows from {offset}, "
+        f"feature column {name!r} has {col.null_count} missing or NaN value(s) in rows from {offset}, "
         f"first at row {offset + first}"
     )
 
@@ -433,11 +433,11 @@ def _without_zipmap(proto: Any) -> bytes | None:
 
     zipmaps = [n for n in proto.graph.node if n.op_type == "ZipMap"]
     if not zipmaps:
-        return proto.SerializeToString()  # type: ignore[no-any-return]
+        return proto.SerializeToString()
     for node in zipmaps:
         keys = [a for a in node.attribute if a.name in ("classlabels_int64s", "classlabels_strings")]
         if not keys:
-            return proto.SerializeToString()  # type: ignore[no-any-return]
+            return proto.SerializeToString()
         outputs = [o for o in proto.graph.output if o.name == node.output[0]]
         for o in outputs:
             proto.graph.output.remove(o)
@@ -452,7 +452,7 @@ def _without_zipmap(proto: Any) -> bytes | None:
             onnx.StringStringEntryProto(key=f"fairgate.zipmap:{node.input[0]}",
                                         value="\x1f".join(map(str, labels)))
         )
-    return proto.SerializeToString()  # type: ignore[no-any-return]
+    return proto.SerializeToString()
 
 
 @dataclass
@@ -484,7 +484,7 @@ class ColumnPredictor:
             first = int(np.flatnonzero(bad)[0])
             raise DataError(
                 f"{self.role} scores column {self.column!r}: row {offset + first} has "
-                f"{arr[first]!r}; scores must be probabilities in [0, 1] or 0/1 decisions"
+                f"{float(arr[first])!r}; scores must be probabilities in [0, 1] or 0/1 decisions"
             )
         return arr >= self.threshold
 

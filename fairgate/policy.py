@@ -260,68 +260,97 @@ def _groupings_of(on: list[str | list[str]]) -> list[tuple[str, ...]]:
     return [(g,) if isinstance(g, str) else tuple(g) for g in on]
 
 
-def _semantic_errors(p: Policy) -> list[tuple[Path_, str]]:
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """Problems of meaning, found on the raw data so they show next to type errors."""
     errs: list[tuple[Path_, str]] = []
-    sens = p.audit.sensitive
+    audit = _dict(data.get("audit"))
+    sens = [a for a in _list(audit.get("sensitive")) if isinstance(a, str)]
     for i, a in enumerate(sens):
         if sens.index(a) != i:
             errs.append((("audit", "sensitive", i), f"{a!r} is listed twice"))
-    for attr in p.audit.reference_groups:
+    for attr in _dict(audit.get("reference_groups")):
         if attr not in sens:
             errs.append((("audit", "reference_groups", attr),
                          f"{attr!r} is not a sensitive attribute ({', '.join(sens)})"))
-    if p.model.features is not None:
-        for i, f in enumerate(p.model.features):
-            if p.model.features.index(f) != i:
-                errs.append((("model", "features", i), f"{f!r} is listed twice"))
+    features = _list(_dict(data.get("model")).get("features"))
+    for i, f in enumerate(features):
+        if features.index(f) != i:
+            errs.append((("model", "features", i), f"{f!r} is listed twice"))
     ids: dict[str, int] = {}
-    for i, c in enumerate(p.checks):
-        at: Path_ = ("checks", i)
-        if c.id in ids:
-            errs.append((at + ("id",), f"duplicate check id {c.id!r} (also checks[{ids[c.id]}])"))
-        ids.setdefault(c.id, i)
-        metric = CATALOGUE.get(c.metric)
-        if metric is None:
-            errs.append((at + ("metric",), suggest(c.metric)))
-            continue
-        bounds = c.bounds()
-        if not bounds:
-            errs.append((at, "a check needs at least one bound: " + ", ".join(BOUNDS)))
-        if c.on is not None:
-            if metric.scope == "overall":
-                errs.append((at + ("on",), f"{c.metric} is computed over the whole audit set; "
-                             "remove 'on'"))
-            for j, g in enumerate(_groupings_of(c.on)):
-                unknown = [a for a in g if a not in sens]
-                if unknown or not g or len(set(g)) != len(g):
-                    errs.append((at + ("on", j), f"grouping {list(g)} must name distinct "
-                                 f"sensitive attributes ({', '.join(sens)})"))
-        if c.alpha is not None and not metric.uses_alpha:
-            errs.append((at + ("alpha",), f"{c.metric} takes no alpha"))
-        if c.alpha is not None and c.alpha <= 0:
-            errs.append((at + ("alpha",), f"alpha must be > 0, got {c.alpha}"))
-        lo, hi = metric.lo, metric.hi
-        for b, v in bounds.items():
-            if v != v or v in (float("inf"), float("-inf")):
-                errs.append((at + (b,), f"{b} must be a finite number, got {v}"))
-            elif b.startswith("max_") and v < 0:
-                errs.append((at + (b,), f"{b} must be >= 0 (it bounds how much worse the student "
-                             f"may get), got {v}"))
-        if "max" in bounds and bounds["max"] < lo:
-            errs.append((at + ("max",), f"max {bounds['max']} is below the lowest possible value "
-                         f"{lo} of {c.metric}: no model can pass"))
-        if "min" in bounds and bounds["min"] > hi:
-            errs.append((at + ("min",), f"min {bounds['min']} is above the highest possible value "
-                         f"{hi} of {c.metric}: no model can pass"))
-        if "max" in bounds and "min" in bounds and bounds["min"] > bounds["max"]:
-            errs.append((at + ("min",), f"min {bounds['min']} is above max {bounds['max']}"))
-    st = p.statistics
-    if st.resamples == 0 and st.decide_on != "estimate":
+    for i, c in enumerate(_list(data.get("checks"))):
+        if isinstance(c, dict):
+            errs += _check_errors(c, ("checks", i), sens, ids)
+    st = _dict(data.get("statistics"))
+    if st.get("resamples") == 0 and st.get("decide_on", "estimate") != "estimate":
         errs.append((("statistics", "decide_on"),
-                     f"decide_on: {st.decide_on} needs intervals; set resamples > 0"))
-    for i, w in enumerate(p.waivers):
-        if w.check not in ids:
-            errs.append((("waivers", i, "check"), f"no check with id {w.check!r}"))
+                     f"decide_on: {st['decide_on']} needs intervals; set resamples > 0"))
+    for i, w in enumerate(_list(data.get("waivers"))):
+        if isinstance(w, dict) and isinstance(w.get("check"), str) and w["check"] not in ids:
+            errs.append((("waivers", i, "check"), f"no check with id {w['check']!r}"))
+    return errs
+
+
+def _check_errors(
+    c: dict[str, Any], at: Path_, sens: list[str], ids: dict[str, int]
+) -> list[tuple[Path_, str]]:
+    errs: list[tuple[Path_, str]] = []
+    cid = c.get("id")
+    if isinstance(cid, str):
+        if cid in ids:
+            errs.append((at + ("id",), f"duplicate check id {cid!r} (also checks[{ids[cid]}])"))
+        ids.setdefault(cid, at[1])  # type: ignore[arg-type]
+    name = c.get("metric")
+    if not isinstance(name, str):
+        return errs
+    metric = CATALOGUE.get(name)
+    if metric is None:
+        return [*errs, (at + ("metric",), suggest(name))]
+    bounds = {b: _num(c[b]) for b in BOUNDS if b in c}
+    if not bounds:
+        errs.append((at, "a check needs at least one bound: " + ", ".join(BOUNDS)))
+    on = c.get("on")
+    if isinstance(on, list):
+        if metric.scope == "overall":
+            errs.append((at + ("on",), f"{name} is computed over the whole audit set; remove 'on'"))
+        for j, g in enumerate(on):
+            group = [g] if isinstance(g, str) else _list(g)
+            if not group or any(a not in sens for a in group) or len(set(map(str, group))) != len(group):
+                errs.append((at + ("on", j), f"grouping {group} must name distinct sensitive "
+                             f"attributes ({', '.join(sens)})"))
+    alpha = _num(c.get("alpha"))
+    if "alpha" in c and not metric.uses_alpha:
+        errs.append((at + ("alpha",), f"{name} takes no alpha"))
+    elif alpha is not None and alpha <= 0:
+        errs.append((at + ("alpha",), f"alpha must be > 0, got {alpha:g}"))
+    for b, v in bounds.items():
+        if v is None:
+            continue
+        if v != v or v in (float("inf"), float("-inf")):
+            errs.append((at + (b,), f"{b} must be a finite number, got {v}"))
+        elif b.startswith("max_") and v < 0:
+            errs.append((at + (b,), f"{b} must be >= 0 (it bounds how much worse the student "
+                         f"may get), got {v:g}"))
+    hi_, lo_ = bounds.get("max"), bounds.get("min")
+    if hi_ is not None and hi_ < metric.lo:
+        errs.append((at + ("max",), f"max {hi_:g} is below {metric.lo:g}, the lowest value "
+                     f"{name} can take: no model can pass"))
+    if lo_ is not None and lo_ > metric.hi:
+        errs.append((at + ("min",), f"min {lo_:g} is above {metric.hi:g}, the highest value "
+                     f"{name} can take: no model can pass"))
+    if hi_ is not None and lo_ is not None and lo_ > hi_:
+        errs.append((at + ("min",), f"min {lo_:g} is above max {hi_:g}"))
     return errs
 
 
@@ -329,16 +358,20 @@ def validate(data: Any, lines: dict[Path_, int], where: str) -> Policy:
     """Validated :class:`Policy`, or one PolicyError listing every problem with its line."""
     if not isinstance(data, dict):
         raise PolicyError(f"{where}:1: the policy must be a mapping of keys, got {type(data).__name__}")
+    problems: dict[Path_, str] = {}
+    policy = None
     try:
         policy = Policy.model_validate(data)
-        problems = _semantic_errors(policy)
     except ValidationError as e:
-        problems = _pydantic_errors(e)
-    if problems:
-        rendered = [
-            f"{where}:{_line_for(lines, path)}: {_dotted(path)}: {msg}" for path, msg in problems
-        ]
-        raise PolicyError("\n".join(rendered))
+        problems.update(_pydantic_errors(e))
+    for path, msg in _semantic_errors(data):
+        problems.setdefault(path, msg)
+    if problems or policy is None:
+        ordered = sorted(problems.items(), key=lambda kv: (_line_for(lines, kv[0]), _dotted(kv[0])))
+        rendered = [f"{where}:{_line_for(lines, p)}: {_dotted(p)}: {m}" for p, m in ordered]
+        if len(rendered) == 1:
+            raise PolicyError(rendered[0])
+        raise PolicyError(f"{len(rendered)} problems in the policy:\n  " + "\n  ".join(rendered))
     return policy
 
 

@@ -101,7 +101,8 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     audit = policy.audit
     columns = [audit.label, *audit.sensitive, *teacher.columns, *student.columns]
     types = {**teacher.column_types(), **student.column_types()}
-    audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows)
+    audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
+                         text_columns=tuple(audit.sensitive))
     counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
                           list(audit.sensitive), groupings, teacher, student)
     t1 = time.perf_counter()

@@ -8,20 +8,29 @@ cost of O(B · cells) whatever N is.
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
+from scipy.stats import binom
 
 
 def rng_for(seed: int, key: str) -> np.random.Generator:
-    """A generator for one stream (one grouping), independent of the order of streams."""
+    """A generator for one stream (one grouping), independent of the order of streams.
+
+    crc32 of the key (not ``hash``) so the stream is the same under any PYTHONHASHSEED and on
+    any machine: PCG64 and numpy's multinomial sampler are platform independent.
+    """
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(key.encode())]))
 
 
 def resample_cells(cells: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """``resamples`` bootstrap copies of joint ``cells[G, 2, 2, 2]``: shape [B, G, 2, 2, 2]."""
+    """``resamples`` bootstrap copies of joint ``cells[G, 2, 2, 2]``: shape [B, G, 2, 2, 2].
+
+    Each copy has the same total N as ``cells``: group sizes vary between copies, as they
+    do when rows are resampled. Cells that are empty stay empty.
+    """
     flat = cells.reshape(-1).astype(np.int64)
     n = int(flat.sum())
     if n == 0 or resamples == 0:
@@ -45,11 +54,12 @@ class Interval:
 def percentile_interval(samples: np.ndarray, confidence: float) -> Interval | None:
     """Percentile interval over the defined resamples; None if none is defined.
 
-    Undefined resamples (a group drew no positives) are not dropped silently: the share
-    of defined ones travels with the interval, and the gate refuses intervals that rest on
-    too few of them.
+    Undefined resamples (a group drew no positives: NaN; never inf, but it would count as
+    undefined too) are not dropped silently: the share of defined ones travels with the
+    interval, and the gate refuses intervals that rest on too few of them.
     """
-    defined = ~np.isnan(samples)
+    samples = np.asarray(samples, dtype=np.float64).reshape(-1)
+    defined = np.isfinite(samples)
     share = float(defined.mean()) if samples.size else 0.0
     if not defined.any():
         return None
@@ -62,21 +72,30 @@ def mcnemar_exact(worse: int, better: int) -> float:
     """Two-sided exact McNemar p-value from the discordant pairs.
 
     ``worse``: rows the teacher got right and the student wrong; ``better``: the reverse.
-    Under H0 (same accuracy) ``worse ~ Binomial(worse + better, 1/2)``.
+    Under H0 (same accuracy) ``worse ~ Binomial(worse + better, 1/2)``, a symmetric law, so
+    the two-sided p-value is twice the smaller tail, capped at 1 (statsmodels' ``exact``).
     """
+    if worse < 0 or better < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {worse} and {better}")
     n = worse + better
     if n == 0:
         return 1.0
-    return float(binomtest(worse, n, 0.5, alternative="two-sided").pvalue)
+    return float(min(1.0, 2.0 * binom.cdf(min(worse, better), n, 0.5)))
 
 
 def holm(pvalues: list[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    """Holm–Bonferroni adjusted p-values (step-down, monotone, capped at 1).
+
+    A NaN p-value (an undefined test) stays NaN and still counts in m, so it can only make
+    the others more conservative, never less.
+    """
     m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted = [0.0] * m
+    order = sorted(range(m), key=lambda i: (math.isnan(pvalues[i]), pvalues[i]))
+    adjusted = [math.nan] * m
     running = 0.0
     for rank, i in enumerate(order):
+        if math.isnan(pvalues[i]):
+            break  # NaNs sort last
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted

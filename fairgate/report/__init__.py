@@ -34,9 +34,12 @@ def write_atomic(path: Path, text: str) -> None:
 
 def reporters() -> dict[str, Reporter]:
     """Every file reporter, by format name."""
+    from fairgate.report.html import HtmlReporter
     from fairgate.report.json import JsonReporter
+    from fairgate.report.junit import JunitReporter
+    from fairgate.report.markdown import MarkdownReporter
 
-    found: list[Reporter] = [JsonReporter()]
+    found: list[Reporter] = [JsonReporter(), MarkdownReporter(), JunitReporter(), HtmlReporter()]
     return {r.name: r for r in found}
 
 
@@ -50,4 +53,7 @@ def write_reports(report: GateReport, out: Path, formats: tuple[str, ...] = ()) 
         path = out / r.filename
         write_atomic(path, r.render(report))
         written.append(path)
+    for name, r in chosen.items():  # a report of an earlier run must not pass for this one's
+        if name not in names:
+            (out / r.filename).unlink(missing_ok=True)
     return written

@@ -23,6 +23,7 @@ _STYLE = {
     Status.WAIVED: "cyan",
     Status.PASS: "green",
 }
+MAX_GROUPS = 20
 _VERDICT = {"pass": ("PASS", "green"), "warn": ("PASS with warnings", "yellow"),
             "fail": ("FAIL", "red")}
 
@@ -44,7 +45,8 @@ def _bound_text(r: CheckResult) -> str:
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=True)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
-    return [line(header), line(["─" * w for w in widths]), *(line(r).rstrip() for r in rows)]
+    return [line(header).rstrip(), line(["─" * w for w in widths]),
+            *(line(r).rstrip() for r in rows)]
 
 
 def _group_table(rows: list[GroupRow]) -> list[str]:
@@ -123,10 +125,14 @@ class TerminalReporter:
             lines.append(f"  expired waiver for {w.check} (owner {w.owner}, expired "
                          f"{w.expires}): no longer applied")
         failing = [r.key.grouping for r in problems if r.key.grouping]
-        for grouping in dict.fromkeys(failing):
-            lines += ["", f"Groups of {grouping} (teacher → student):"]
-            lines += ["  " + x for x in _group_table(
-                [g for g in report.groups if g.grouping == grouping])]
+        for shown in dict.fromkeys(failing):
+            members = sorted((g for g in report.groups if g.grouping == shown),
+                          key=lambda g: (not g.gated, -g.n))
+            lines += ["", f"Groups of {shown} (teacher → student):"]
+            lines += ["  " + x for x in _group_table(members[:MAX_GROUPS])]
+            if len(members) > MAX_GROUPS:
+                lines.append(f"  … and {len(members) - MAX_GROUPS} smaller groups (report.json "
+                             "has them all)")
         if self.out_dir is not None:
             lines += ["", f"Reports: {self.out_dir}/"]
         return "\n".join(lines) + "\n"

@@ -1,0 +1,474 @@
+"""fairgate compare: gate several candidate students against one teacher, then rank them.
+
+A release team choosing a distillation temperature or a pruning level has several students
+and one teacher. Each candidate is gated exactly as ``fairgate check`` would gate it (one
+:func:`fairgate.run.run_gate` per candidate, same policy, same audit set, same seed), then
+the candidates are placed on three objectives taken from each gate report's KPIs:
+
+* ``accuracy``: the student's accuracy over the whole audit set (higher is better);
+* ``worst_dp``: the student's largest ``demographic_parity_difference`` over the policy's
+  groupings (lower is better);
+* ``worst_eo``: the student's largest ``equalized_odds_difference`` over the policy's
+  groupings (lower is better).
+
+The worst over groupings is used because a release is only as fair as its worst-served
+grouping; if any grouping's value is undefined, the worst is unknown and the objective is
+undefined (fail closed). A candidate is dominated when another is at least as good on every
+objective and strictly better on one; the undominated candidates form the Pareto front. A
+candidate with an undefined objective neither dominates nor is on the front, and ranks last.
+
+Ranking: defined objectives first, then the verdict (pass, warn, fail), then front
+membership, then accuracy (higher first), then worst DP, then worst EO (lower first).
+Candidates equal on all of these share a rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fairgate.data import DEFAULT_BATCH_ROWS
+from fairgate.errors import FairgateError, ModelError, UsageError
+from fairgate.evaluate import MetricValue
+from fairgate.gate import Status, Verdict
+from fairgate.outcome import GateReport
+from fairgate.report import write_atomic, write_reports
+from fairgate.run import GateRequest, run_gate
+
+SCHEMA_VERSION = 1
+Sense = Literal["max", "min"]
+Role = Literal["teacher", "student"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One axis of the ranking: a KPI metric and which direction is better."""
+
+    name: str
+    metric: str
+    sense: Sense
+    title: str
+    worst_over_groupings: bool
+
+
+OBJECTIVES: tuple[Objective, ...] = (
+    Objective("accuracy", "accuracy", "max", "accuracy", False),
+    Objective("worst_dp", "demographic_parity_difference", "min", "worst DP diff", True),
+    Objective("worst_eo", "equalized_odds_difference", "min", "worst EO diff", True),
+)
+SENSES: tuple[Sense, ...] = tuple(o.sense for o in OBJECTIVES)
+_VERDICT_ORDER = {Verdict.PASS: 0, Verdict.WARN: 1, Verdict.FAIL: 2}
+
+
+@dataclass(frozen=True)
+class ObjectiveValue:
+    """A candidate's value on one objective; NaN means undefined and ``reason`` says why."""
+
+    value: float
+    grouping: str | None = None  # where the worst was found (None: overall metric)
+    reason: str | None = None
+
+    @property
+    def defined(self) -> bool:
+        return not math.isnan(self.value)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What the ranking needs of one candidate: pure input of :func:`rank`."""
+
+    name: str
+    verdict: Verdict
+    values: tuple[float, ...]  # one per objective, NaN = undefined
+
+
+@dataclass(frozen=True)
+class Ranked:
+    name: str
+    rank: int  # 1 = best; equal candidates share a rank
+    on_front: bool
+    dominated_by: tuple[str, ...]
+    undefined: tuple[str, ...]  # names of the undefined objectives
+
+
+# ----------------------------------------------------------------------------- pure ranking
+
+
+def _defined(values: Sequence[float]) -> bool:
+    return all(not math.isnan(v) for v in values)
+
+
+def dominates(a: Sequence[float], b: Sequence[float], senses: Sequence[Sense] = SENSES) -> bool:
+    """True if ``a`` is at least as good as ``b`` everywhere and strictly better somewhere.
+
+    Undefined values dominate nothing and are dominated by nothing: NaN is never compared.
+    """
+    if not (_defined(a) and _defined(b)):
+        return False
+    strictly = False
+    for x, y, sense in zip(a, b, senses, strict=True):
+        better, worse = (x > y, x < y) if sense == "max" else (x < y, x > y)
+        if worse:
+            return False
+        strictly = strictly or better
+    return strictly
+
+
+def pareto_front(
+    values: Sequence[Sequence[float]], senses: Sequence[Sense] = SENSES
+) -> list[tuple[int, ...]]:
+    """For each candidate, the indices of the candidates that dominate it.
+
+    A candidate is on the front when it is fully defined and nobody dominates it; ties
+    (equal vectors) dominate neither way, so both stay on the front.
+    """
+    return [
+        tuple(j for j, other in enumerate(values) if j != i and dominates(other, mine, senses))
+        for i, mine in enumerate(values)
+    ]
+
+
+def rank(scored: Sequence[Scored], senses: Sequence[Sense] = SENSES) -> list[Ranked]:
+    """Order the candidates (see the module docstring); best first, input order on ties."""
+    dominated = pareto_front([s.values for s in scored], senses)
+    names = [o.name for o in OBJECTIVES] if len(senses) == len(OBJECTIVES) else [
+        f"objective {k}" for k in range(len(senses))]
+
+    def key(i: int) -> tuple[Any, ...]:
+        s = scored[i]
+        on_front = _defined(s.values) and not dominated[i]
+        # undefined sorts after every defined value, whatever the sense
+        oriented = tuple(
+            (1, 0.0) if math.isnan(v) else (0, -v if sense == "max" else v)
+            for v, sense in zip(s.values, senses, strict=True)
+        )
+        return (not _defined(s.values), _VERDICT_ORDER[s.verdict], not on_front, *oriented)
+
+    order = sorted(range(len(scored)), key=key)  # stable: input order breaks exact ties
+    out: list[Ranked] = []
+    for pos, i in enumerate(order):
+        s = scored[i]
+        same_as_previous = pos > 0 and key(order[pos - 1]) == key(i)
+        r = out[-1].rank if same_as_previous else pos + 1
+        out.append(Ranked(
+            name=s.name, rank=r, on_front=_defined(s.values) and not dominated[i],
+            dominated_by=tuple(scored[j].name for j in dominated[i]),
+            undefined=tuple(n for n, v in zip(names, s.values, strict=True) if math.isnan(v)),
+        ))
+    return out
+
+
+# ----------------------------------------------------------------------------- objectives
+
+
+def _value_of(v: MetricValue, role: Role) -> tuple[float, str | None]:
+    return (v.teacher, v.teacher_reason) if role == "teacher" else (v.student, v.student_reason)
+
+
+def objective_value(report: GateReport, objective: Objective, role: Role = "student") -> ObjectiveValue:
+    """One objective of one model, from the gate report's KPIs; undefined if any part is."""
+    found = [v for v in report.kpis if v.key.metric == objective.metric and v.key.alpha is None
+             and (v.key.grouping is not None) == objective.worst_over_groupings]
+    if not found:
+        return ObjectiveValue(math.nan, reason=f"{objective.metric} is not in the gate report")
+    undefined = []
+    for v in found:
+        x, why = _value_of(v, role)
+        if math.isnan(x):
+            where = f" over {v.key.grouping}" if v.key.grouping else ""
+            undefined.append(f"{objective.metric}{where} is undefined"
+                             + (f" ({why})" if why else ""))
+    if undefined:
+        return ObjectiveValue(math.nan, reason="; ".join(undefined))
+    if not objective.worst_over_groupings:
+        return ObjectiveValue(_value_of(found[0], role)[0])
+    worst = max(found, key=lambda v: _value_of(v, role)[0])  # first grouping wins ties
+    return ObjectiveValue(_value_of(worst, role)[0], grouping=str(worst.key.grouping))
+
+
+def objective_values(report: GateReport, role: Role = "student") -> tuple[ObjectiveValue, ...]:
+    return tuple(objective_value(report, o, role) for o in OBJECTIVES)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    policy: Path
+    data: Path
+    teacher: Path | None = None
+    candidates: tuple[Path, ...] = ()
+    teacher_scores: str | None = None
+    candidate_scores: tuple[str, ...] = ()
+    out: Path = Path("fairgate-compare")
+    seed: int | None = None
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str  # unique; also the name of its report folder
+    source: str  # model path or score column
+    report: GateReport
+    objectives: tuple[ObjectiveValue, ...]
+
+    @property
+    def failed_checks(self) -> tuple[str, ...]:
+        """The blocking results (failed or undefined), as ``check[grouping]``."""
+        return tuple(_check_label(r.check.id, r.key.grouping, r.status)
+                     for r in self.report.decision.results if r.blocking)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(_check_label(r.check.id, r.key.grouping, r.status)
+                     for r in self.report.decision.results
+                     if not r.blocking and r.status is not Status.PASS)
+
+
+def _check_label(check: str, grouping: object, status: Status) -> str:
+    where = f"[{grouping}]" if grouping is not None else ""
+    extra = "" if status is Status.FAIL else f" ({status.value})"
+    return f"{check}{where}{extra}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    request: CompareRequest
+    teacher: str
+    teacher_objectives: tuple[ObjectiveValue, ...]
+    candidates: tuple[Candidate, ...]  # in input order
+    ranking: tuple[Ranked, ...]  # best first
+
+    def candidate(self, name: str) -> Candidate:
+        return next(c for c in self.candidates if c.name == name)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when at least one candidate passes the gate (pass or warn), else 1."""
+        return 0 if any(c.report.decision.exit_code == 0 for c in self.candidates) else 1
+
+    @property
+    def recommended(self) -> str | None:
+        """The first-ranked candidate, if it passes the gate and all its objectives are defined."""
+        if not self.ranking:
+            return None
+        top = self.candidate(self.ranking[0].name)
+        if top.report.decision.exit_code != 0 or self.ranking[0].undefined:
+            return None
+        return top.name
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def candidate_names(sources: Sequence[str]) -> list[str]:
+    """Folder-safe unique names: the file stem (or column), suffixed ``-1``, ``-2`` on clashes."""
+    base = [_UNSAFE.sub("_", Path(s).stem if s.endswith(".onnx") else s).strip(".") or "candidate"
+            for s in sources]
+    counts = {b: base.count(b) for b in base}
+    seen: dict[str, int] = {}
+    out = []
+    for b in base:
+        if counts[b] > 1:
+            seen[b] = seen.get(b, 0) + 1
+            out.append(f"{b}-{seen[b]}")
+        else:
+            out.append(b)
+    return out
+
+
+def _sources(req: CompareRequest) -> tuple[list[str], str]:
+    models = req.teacher is not None or bool(req.candidates)
+    scores = req.teacher_scores is not None or bool(req.candidate_scores)
+    if models and scores:
+        raise UsageError("give either --teacher/--candidate models or --teacher-scores/"
+                         "--candidate-scores columns, not both")
+    if models and req.teacher is not None and req.candidates:
+        for path in req.candidates:
+            if not path.exists():
+                raise ModelError(f"candidate model {path}: file not found")
+        return [str(p) for p in req.candidates], str(req.teacher)
+    if scores and req.teacher_scores is not None and req.candidate_scores:
+        return list(req.candidate_scores), req.teacher_scores
+    raise UsageError("give --teacher and one or more --candidate (ONNX models), or "
+                     "--teacher-scores and one or more --candidate-scores (audit-set columns)")
+
+
+def run_compare(req: CompareRequest) -> Comparison:
+    """Gate every candidate against the teacher and rank them; nothing is written here."""
+    sources, teacher = _sources(req)
+    names = candidate_names(sources)
+    scores_mode = req.teacher_scores is not None
+    candidates = []
+    for name, source in zip(names, sources, strict=True):
+        gate_req = GateRequest(
+            policy=req.policy, data=req.data,
+            teacher=None if scores_mode else req.teacher,
+            student=None if scores_mode else Path(source),
+            teacher_scores=req.teacher_scores if scores_mode else None,
+            student_scores=source if scores_mode else None,
+            out=req.out / name, seed=req.seed, batch_rows=req.batch_rows, formats=("json",),
+        )
+        try:
+            report = run_gate(gate_req)
+        except FairgateError as e:  # same class, so the same exit code; say which candidate
+            raise type(e)(f"gating candidate {name}: {e}") from None
+        candidates.append(Candidate(name, source, report, objective_values(report)))
+    ranking = rank([Scored(c.name, c.report.decision.verdict, tuple(o.value for o in c.objectives))
+                    for c in candidates])
+    return Comparison(req, teacher, objective_values(candidates[0].report, "teacher"),
+                      tuple(candidates), tuple(ranking))
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _fmt(o: ObjectiveValue, with_grouping: bool = True) -> str:
+    if not o.defined:
+        return "undef"
+    text = f"{o.value:.4f}"
+    return f"{text} ({o.grouping})" if with_grouping and o.grouping else text
+
+
+def _rows(c: Comparison) -> list[list[str]]:
+    rows = []
+    for r in c.ranking:
+        cand = c.candidate(r.name)
+        rows.append([str(r.rank), r.name, cand.report.verdict,
+                     ", ".join(cand.failed_checks) or "-",
+                     *(_fmt(o) for o in cand.objectives),
+                     "yes" if r.on_front else "no"])
+    return rows
+
+
+HEADER = ["rank", "candidate", "verdict", "failed checks", *(o.title for o in OBJECTIVES),
+          "on front"]
+
+
+def _notes(c: Comparison) -> list[str]:
+    lines = []
+    for r in c.ranking:
+        cand = c.candidate(r.name)
+        for o, v in zip(OBJECTIVES, cand.objectives, strict=True):
+            if not v.defined:
+                lines.append(f"{r.name}: {o.title} undefined (ranked last, not on the front): "
+                             f"{v.reason}")
+    return lines
+
+
+def _objective_text(c: Comparison) -> str:
+    groupings = ", ".join(str(g) for g in c.candidates[0].report.groupings)
+    return ("objectives: accuracy (higher is better); worst DP diff and worst EO diff = the "
+            "student's largest demographic_parity_difference and equalized_odds_difference "
+            f"over {groupings} (lower is better)")
+
+
+def _verdict_line(c: Comparison) -> str:
+    passing = sum(x.report.decision.exit_code == 0 for x in c.candidates)
+    if c.recommended:
+        return f"{passing} of {len(c.candidates)} candidates pass; first ranked: {c.recommended}"
+    if passing:
+        return (f"{passing} of {len(c.candidates)} candidates pass, but the first ranked has an "
+                "undefined objective: no recommendation")
+    return f"no candidate passes the gate ({len(c.candidates)} gated)"
+
+
+def render_terminal(c: Comparison) -> str:
+    from fairgate.report.terminal import _table
+
+    rows = _rows(c)
+    rows.append(["", f"teacher: {Path(c.teacher).name}", "", "",
+                 *(_fmt(o) for o in c.teacher_objectives), ""])
+    first = c.candidates[0].report
+    lines = [f"fairgate compare · {first.policy.path} · {first.inputs['data']['rows']:,} rows · "
+             f"{len(c.candidates)} candidates vs {Path(c.teacher).name}",
+             _objective_text(c), "", *_table(rows, HEADER), "", _verdict_line(c)]
+    lines += _notes(c)
+    lines += ["", f"Reports: {c.request.out}/ (compare.md, compare.json, <candidate>/report.json)"]
+    return "\n".join(lines) + "\n"
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def render_markdown(c: Comparison) -> str:
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["# fairgate compare", "",
+             f"Policy `{c.candidates[0].report.policy.path}`, audit set `{c.request.data}` "
+             f"({c.candidates[0].report.inputs['data']['rows']:,} rows), teacher "
+             f"`{c.teacher}`, {len(c.candidates)} candidates.", "",
+             f"**{_verdict_line(c)}**", "",
+             _capital(_objective_text(c)) + ". A candidate is on the Pareto front when "
+             "no other is at least as good on all three and strictly better on one. Ranking: "
+             "defined objectives first, then verdict (pass, warn, fail), then front membership, "
+             "then accuracy, worst DP diff, worst EO diff.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for row in _rows(c):
+        lines.append("| " + " | ".join(cell(x) for x in row) + " |")
+    lines.append("| | teacher (reference) | | | "
+                 + " | ".join(_fmt(o) for o in c.teacher_objectives) + " | |")
+    notes = _notes(c)
+    if notes:
+        lines += ["", "Undefined objectives:", "", *(f"- {cell(n)}" for n in notes)]
+    lines += ["", "Each candidate's full gate report: `<candidate>/report.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def _objective_dict(o: ObjectiveValue) -> dict[str, Any]:
+    return {"value": o.value if o.defined else None, "grouping": o.grouping,
+            **({"undefined": o.reason} if not o.defined else {})}
+
+
+def to_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "objectives": [{"name": o.name, "metric": o.metric, "better": "higher" if o.sense == "max"
+                        else "lower", "aggregate": "max over groupings" if o.worst_over_groupings
+                        else "overall"} for o in OBJECTIVES],
+        "ranking_rule": ["defined objectives", "verdict: pass, warn, fail", "on the Pareto front",
+                         "accuracy (higher)", "worst_dp (lower)", "worst_eo (lower)"],
+        "exit_code": c.exit_code,
+        "recommended": c.recommended,
+        "teacher": {"source": c.teacher,
+                    "objectives": {o.name: _objective_dict(v)
+                                   for o, v in zip(OBJECTIVES, c.teacher_objectives, strict=True)}},
+        "candidates": [
+            {
+                "rank": r.rank,
+                "name": r.name,
+                "source": (cand := c.candidate(r.name)).source,
+                "report": f"{r.name}/report.json",
+                "verdict": cand.report.verdict,
+                "exit_code": cand.report.decision.exit_code,
+                "failed_checks": list(cand.failed_checks),
+                "warnings": list(cand.warnings),
+                "objectives": {o.name: _objective_dict(v)
+                               for o, v in zip(OBJECTIVES, cand.objectives, strict=True)},
+                "on_front": r.on_front,
+                "dominated_by": list(r.dominated_by),
+            }
+            for r in c.ranking
+        ],
+    }
+
+
+def write_comparison(c: Comparison, out: Path) -> list[Path]:
+    """Each candidate's report.json in ``out/<name>/``, then compare.md and compare.json."""
+    written = []
+    for cand in c.candidates:
+        written += write_reports(cand.report, out / cand.name, ("json",))
+    for name, text in (("compare.md", render_markdown(c)),
+                       ("compare.json", json.dumps(to_dict(c), indent=2, ensure_ascii=False,
+                                                   allow_nan=False) + "\n")):
+        write_atomic(out / name, text)
+        written.append(out / name)
+    return written

@@ -1,0 +1,174 @@
+"""GitHub Actions: the step summary, step outputs, and annotations on the policy file.
+
+Used only when ``GITHUB_ACTIONS=true``. It follows GitHub's workflow-command rules: data
+escapes ``%``, CR and LF; properties also ``:`` and ``,``. Outputs use the heredoc form with
+a random delimiter, so a value may hold any line. GitHub shows at most 10 error and 10
+warning annotations per step, so past 10 the tenth one names the rest. A runner file that
+cannot be written is reported as a warning and never changes the verdict or exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import click
+
+from fairgate.gate import CheckResult, Status
+from fairgate.outcome import GateReport
+from fairgate.policy import Waiver
+from fairgate.report.markdown import (
+    clip,
+    grouping_name,
+    render_markdown,
+    status_text,
+    value_text,
+)
+
+MAX_ANNOTATIONS = 10  # per level and step, GitHub's own limit
+MESSAGE_CHARS = 2000
+
+Level = Literal["error", "warning", "notice"]
+
+
+def escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+@dataclass(frozen=True)
+class Annotation:
+    level: Level
+    title: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+    def command(self) -> str:
+        """The workflow command, e.g. ``::error file=p.yaml,line=12,title=...::message``."""
+        props = []
+        if self.file:
+            props.append(f"file={escape_property(self.file)}")
+            if self.line:
+                props.append(f"line={self.line}")
+        props.append(f"title={escape_property(self.title)}")
+        return f"::{self.level} {','.join(props)}::{escape_data(self.message)}"
+
+
+def workspace_path(path: Path, workspace: str | None) -> str:
+    """The policy path as GitHub resolves annotation files: relative to the workspace."""
+    if workspace:
+        try:
+            return (Path.cwd() / path).resolve().relative_to(Path(workspace).resolve()).as_posix()
+        except (ValueError, OSError):
+            pass
+    return path.as_posix()
+
+
+def _check_line(report: GateReport, check_id: str) -> int:
+    checks = report.policy.policy.checks
+    i = next((i for i, c in enumerate(checks) if c.id == check_id), None)
+    return 1 if i is None else report.policy.line_of(("checks", i))
+
+
+def _waiver_line(report: GateReport, waiver: Waiver) -> int:
+    waivers = report.policy.policy.waivers
+    i = next((i for i, w in enumerate(waivers) if w == waiver), None)
+    return 1 if i is None else report.policy.line_of(("waivers", i))
+
+
+def _result_note(report: GateReport, r: CheckResult, level: Level, file: str) -> Annotation:
+    v = r.value
+    where = grouping_name(r.key.grouping)
+    line = _check_line(report, r.check.id)
+    if r.status is Status.WAIVED and r.waiver is not None:
+        line = _waiver_line(report, r.waiver)
+    message = (f"{r.key.metric} on {where}: teacher {value_text(v.teacher)}, student "
+               f"{value_text(v.student)}, change {value_text(v.delta, v.delta_interval, True)}. "
+               f"{r.reason}")
+    return Annotation(level, f"fairgate {status_text(r)}: {r.check.id} [{where}]",
+                      clip(message, MESSAGE_CHARS), file, line)
+
+
+def _capped(notes: list[Annotation], level: Level, what: str, file: str) -> list[Annotation]:
+    """At most MAX_ANNOTATIONS; past that the last one lists what did not fit."""
+    if len(notes) <= MAX_ANNOTATIONS:
+        return notes
+    rest = notes[MAX_ANNOTATIONS - 1:]
+    names = "; ".join(n.title.removeprefix("fairgate ") for n in rest)
+    summary = Annotation(level, f"fairgate: {len(rest)} more {what}",
+                         clip(f"{len(rest)} more {what} (see the step summary or report.md): "
+                              f"{names}", MESSAGE_CHARS), file, 1)
+    return [*notes[: MAX_ANNOTATIONS - 1], summary]
+
+
+def build_annotations(report: GateReport, workspace: str | None = None) -> list[Annotation]:
+    """Errors for blocking checks; warnings for warn-only, waived and expired waivers."""
+    file = workspace_path(report.policy.path, workspace)
+    errors, warnings = [], []
+    for r in report.decision.results:
+        if r.blocking:
+            errors.append(_result_note(report, r, "error", file))
+        elif r.status is not Status.PASS:
+            warnings.append(_result_note(report, r, "warning", file))
+    for w in report.decision.expired_waivers:
+        warnings.append(Annotation(
+            "warning", f"fairgate: expired waiver for {w.check}",
+            clip(f"The waiver for {w.check} (owner {w.owner}) expired on {w.expires} and no "
+                 f"longer applies. Its reason was: {w.reason}", MESSAGE_CHARS),
+            file, _waiver_line(report, w)))
+    return (_capped(errors, "error", "blocking checks", file)
+            + _capped(warnings, "warning", "warnings", file))
+
+
+def _delimiter(value: str) -> str:
+    while True:
+        d = f"ghadelimiter_{secrets.token_hex(16)}"
+        if d not in value:
+            return d
+
+
+def format_outputs(values: Mapping[str, str]) -> str:
+    """Step outputs in the heredoc form, safe for any value."""
+    out = []
+    for name, value in values.items():
+        d = _delimiter(value)
+        out.append(f"{name}<<{d}\n{value}\n{d}\n")
+    return "".join(out)
+
+
+def outputs(report: GateReport, out: Path) -> dict[str, str]:
+    failed = [f"{r.check.id} [{grouping_name(r.key.grouping)}]"
+              for r in report.decision.results if r.blocking]
+    return {"verdict": report.verdict, "report-dir": str(out), "failed-checks": "\n".join(failed)}
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
+def publish(report: GateReport, out: Path, env: Mapping[str, str] | None = None,
+            echo: Callable[[str], None] = click.echo) -> None:
+    """Summary, outputs and annotations for the current GitHub Actions step."""
+    env = os.environ if env is None else env
+    for note in build_annotations(report, env.get("GITHUB_WORKSPACE")):
+        echo(note.command())
+    for var, text in (("GITHUB_STEP_SUMMARY", lambda: render_markdown(report)),
+                      ("GITHUB_OUTPUT", lambda: format_outputs(outputs(report, out)))):
+        path = env.get(var)
+        if not path:
+            echo(f"::warning title=fairgate::{var} is not set: nothing written there")
+            continue
+        try:
+            _append(path, text())
+        except OSError as e:
+            echo(f"::warning title=fairgate::cannot write {var} "
+                 f"({escape_data(type(e).__name__ + ': ' + str(e))})")

@@ -1,0 +1,305 @@
+"""report.md: the verdict and what to look at, for pull requests and GitHub step summaries.
+
+GitHub refuses a step summary over 1 MiB, so the report is rendered to a byte budget: group
+rows are cut first (keeping the groups whose accuracy changed most), then KPI and check
+rows, and every cut is said in the report. Text that comes from the data (group labels,
+reasons naming them) is escaped so it cannot inject Markdown or HTML into the summary.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairgate.counts import Grouping
+from fairgate.evaluate import GroupRow, MetricKey, MetricValue
+from fairgate.gate import CheckResult, Status
+from fairgate.outcome import GateReport
+from fairgate.report.terminal import fmt, fmt_interval
+from fairgate.stats import Interval
+
+GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes GitHub accepts in one step's summary
+MAX_BYTES = 900 * 1024  # our budget: leaves room for anything else the step appends
+GROUP_ROWS = 50  # groups shown per grouping before truncation
+LABEL_CHARS = 80
+REASON_CHARS = 400
+RATES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
+         ("accuracy", "accuracy"))
+
+VERDICT = {"pass": "✅ PASS", "warn": "⚠️ PASS with warnings", "fail": "❌ FAIL"}
+_MARK = {Status.FAIL: "❌ **fail**", Status.WARN: "⚠️ warn", Status.WAIVED: "🟡 **WAIVED**",
+         Status.PASS: "✅ pass"}
+_MD_SPECIAL = re.compile(r"[\\`*_\[\]|~#]")
+
+
+# ----------------------------------------------------------------------------- shared helpers
+# (the HTML, JUnit and GitHub outputs use these too, so all reports say the same thing)
+
+
+def clip(text: object, limit: int | None = None) -> str:
+    """One line of text, shortened to ``limit`` characters with an ellipsis."""
+    out = " ".join(str(text).split())
+    if limit is not None and len(out) > limit:
+        out = out[: max(limit - 1, 0)] + "…"
+    return out
+
+
+def esc(text: object, limit: int | None = None) -> str:
+    """Untrusted text as inert Markdown: no HTML, links, emphasis or table breaks."""
+    return _MD_SPECIAL.sub(r"\\\g<0>", html.escape(clip(text, limit), quote=False))
+
+
+def code(text: object) -> str:
+    """A path or name as inline code when that is safe, else as escaped text."""
+    t = clip(text, 200)
+    return f"`{t}`" if "`" not in t else esc(t)
+
+
+def grouping_name(g: Grouping | None) -> str:
+    return "overall" if g is None else g.name
+
+
+def group_label(g: GroupRow) -> str:
+    return "|".join(g.group)
+
+
+def bound_text(r: CheckResult) -> str:
+    return ", ".join(f"{b.bound} {b.limit:g}" for b in r.bounds)
+
+
+def status_text(r: CheckResult) -> str:
+    """The status as people should read it: undefined says whether it blocks."""
+    if r.status is Status.UNDEFINED:
+        return "undefined" if r.blocking else "undefined (warn only)"
+    return r.status.value
+
+
+def value_text(x: float, interval: Interval | None = None, signed: bool = False) -> str:
+    """A value with its interval when there is one: ``0.1991 [0.1876, 0.2104]``."""
+    text = fmt(x, signed)
+    return text + " " + fmt_interval(interval, signed) if interval is not None else text
+
+
+def models_text(report: GateReport) -> tuple[str, str]:
+    """(teacher, student) as a person names them: file name or score column."""
+    names = []
+    for role in ("teacher", "student"):
+        m = report.inputs.get(role, {})
+        names.append(Path(m["path"]).name if m.get("path") else f"column {m.get('column')}")
+    return names[0], names[1]
+
+
+def counts_text(report: GateReport) -> str:
+    """'4 fail, 1 waived, 3 pass of 8 checks', in severity order."""
+    res = report.decision.results
+    order = (Status.FAIL, Status.UNDEFINED, Status.WARN, Status.WAIVED, Status.PASS)
+    parts = [f"{sum(r.status is s for r in res)} {s.value}" for s in order
+             if any(r.status is s for r in res)]
+    return f"{', '.join(parts)} of {len(res)} checks"
+
+
+def alpha_of(report: GateReport) -> float:
+    """Family-wise error rate for 'changed significantly': 1 − confidence."""
+    return 1.0 - report.policy.policy.statistics.confidence
+
+
+def significant(g: GroupRow, alpha: float) -> bool:
+    """Holm-adjusted McNemar says the group's accuracy changed (gated groups only)."""
+    p = g.mcnemar_p_holm
+    return p is not None and not math.isnan(p) and p < alpha
+
+
+def by_evidence(rows: Iterable[GroupRow]) -> list[GroupRow]:
+    """Groups to show first when not all fit: the reference, then gated groups with the
+    strongest evidence of an accuracy change (smallest McNemar p), then the largest."""
+    def p_of(g: GroupRow) -> float:
+        p = g.mcnemar_p_holm if g.mcnemar_p_holm is not None else g.mcnemar_p
+        return 1.0 if p is None or math.isnan(p) else p
+
+    return sorted(rows, key=lambda g: (not g.reference, not g.gated, p_of(g), -g.n))
+
+
+def checks_by_key(report: GateReport) -> dict[MetricKey, list[CheckResult]]:
+    out: dict[MetricKey, list[CheckResult]] = {}
+    for r in report.decision.results:
+        out.setdefault(r.key, []).append(r)
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class _Limits:
+    groups: int | None  # rows per grouping; None: all
+    checks: int | None
+    kpis: int | None
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _mark(r: CheckResult) -> str:
+    if r.status is Status.UNDEFINED:
+        return "❓ **undefined**" if r.blocking else "❓ undefined (warn only)"
+    return _MARK[r.status]
+
+
+def _waivers(report: GateReport) -> list[str]:
+    d = report.decision
+    waived = [r for r in d.results if r.status is Status.WAIVED]
+    if not waived and not d.expired_waivers:
+        return []
+    lines = []
+    if waived:
+        lines.append(f"> 🟡 **{len(waived)} check{'s' if len(waived) != 1 else ''} WAIVED**: "
+                     "they did not pass, and a waiver lets the release through until it expires.")
+        for r in waived:
+            w = r.waiver
+            assert w is not None
+            lines.append(f"> - **{r.check.id}** [{grouping_name(r.key.grouping)}]: waived until "
+                         f"**{w.expires}** by {esc(w.owner, LABEL_CHARS)}: "
+                         f"“{esc(w.reason, REASON_CHARS)}”")
+    for w in d.expired_waivers:
+        lines += ["", f"> ⏰ **Expired waiver** for **{w.check}** (owner {esc(w.owner, LABEL_CHARS)}"
+                     f", expired **{w.expires}**): no longer applied. “{esc(w.reason, REASON_CHARS)}”"]
+    return [*lines, ""]
+
+
+def _checks(report: GateReport, limit: int | None) -> list[str]:
+    results = list(report.decision.results)
+    shown = results if limit is None else results[:limit]
+    rows = [[_mark(r), f"**{r.check.id}**<br>{r.key.metric}", grouping_name(r.key.grouping),
+             value_text(r.value.teacher), value_text(r.value.student),
+             value_text(r.value.delta, r.value.delta_interval, signed=True), bound_text(r)]
+            for r in shown]
+    lines = ["### Checks", ""]
+    lines += _table(["status", "check", "grouping", "teacher", "student",
+                     "change (student − teacher)", "bound"], rows)
+    if len(shown) < len(results):
+        lines.append(f"\n*{len(results) - len(shown)} more checks not shown (summary size "
+                     "limit): see report.json.*")
+    problems = [r for r in shown if r.status is not Status.PASS]
+    if problems:
+        lines += ["", "**Why:**", ""]
+        lines += [f"- **{r.check.id}** [{grouping_name(r.key.grouping)}] ({status_text(r)}): "
+                  f"{esc(r.reason, REASON_CHARS)}" for r in problems]
+    return [*lines, ""]
+
+
+def _kpis(report: GateReport, limit: int | None) -> list[str]:
+    kpis: list[MetricValue] = list(report.kpis)
+    if not kpis or limit == 0:
+        return ([f"*KPI table left out ({len(kpis)} rows; summary size limit): see report.json."
+                 "*", ""] if kpis else [])
+    gated = checks_by_key(report)
+    shown = kpis if limit is None else kpis[:limit]
+    rows = []
+    for v in shown:
+        bound = "; ".join(f"{bound_text(r)} ({r.check.id})" for r in gated.get(v.key, []))
+        rows.append([v.key.metric, grouping_name(v.key.grouping),
+                     value_text(v.teacher, v.teacher_interval),
+                     value_text(v.student, v.student_interval),
+                     value_text(v.delta, v.delta_interval, signed=True), bound or "—"])
+    st = report.policy.policy.statistics
+    lines = ["### KPIs", ""]
+    if st.resamples:
+        lines += [f"Intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} resamples "
+                  f"(seed {st.seed}).", ""]
+    lines += _table(["metric", "grouping", "teacher", "student", "change", "bound"], rows)
+    if len(shown) < len(kpis):
+        lines.append(f"\n*{len(kpis) - len(shown)} more KPIs not shown (summary size limit): see "
+                     "report.json.*")
+    return [*lines, ""]
+
+
+def _groups(report: GateReport, limit: int | None) -> list[str]:
+    if not report.groups:
+        return []
+    alpha = alpha_of(report)
+    behind = {r.key.grouping for r in report.decision.results
+              if r.status is not Status.PASS and r.key.grouping is not None}
+    lines = ["### Groups (teacher → student)", ""]
+    for grouping in report.groupings:
+        rows = [g for g in report.groups if g.grouping == grouping]
+        shown = rows if limit is None or len(rows) <= limit else by_evidence(rows)[:limit]
+        gated = sum(g.gated for g in rows)
+        note = " · behind a check that did not pass" if grouping in behind else ""
+        lines += ["<details>", f"<summary><b>{html.escape(grouping.name)}</b>: {len(rows)} groups "
+                  f"({gated} gated){note}</summary>", ""]
+        if len(shown) < len(rows):
+            lines += [f"*Showing {len(shown)} of {len(rows)} groups (summary size limit): the "
+                      "reference, then those whose accuracy changed most (smallest McNemar p), "
+                      "then the largest. Every group is in report.json and report.html.*", ""]
+        if shown:
+            body = []
+            for g in shown:
+                flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
+                p = g.mcnemar_p_holm
+                p_text = "—" if p is None else f"{p:.3g}"
+                if significant(g, alpha):
+                    p_text = f"**{p_text}**"
+                body.append([esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}",
+                             *(f"{fmt(g.teacher_rates[k])} → {fmt(g.student_rates[k])}"
+                               for k, _ in RATES), p_text])
+            lines += _table(["group", "n", *(t for _, t in RATES), "McNemar p (Holm)"], body)
+        lines += ["", "</details>", ""]
+    lines += [f"McNemar p (Holm): exact paired test of teacher vs student accuracy in each gated "
+              f"group, Holm-adjusted within the grouping; **bold** when below {alpha:.2g}.", ""]
+    return lines
+
+
+def _render(report: GateReport, lim: _Limits) -> str:
+    teacher, student = models_text(report)
+    rows = report.inputs.get("data", {}).get("rows")
+    lines = [f"## {VERDICT[report.verdict]} · fairgate", "",
+             f"**{counts_text(report)}** · student {code(student)} vs teacher {code(teacher)} · "
+             + (f"{rows:,} rows · " if isinstance(rows, int) else "")
+             + f"policy {code(report.policy.path)}", ""]
+    lines += _waivers(report)
+    lines += _checks(report, lim.checks)
+    lines += _kpis(report, lim.kpis)
+    if lim.groups != 0:
+        lines += _groups(report, lim.groups)
+    elif report.groups:
+        lines += [f"*Group tables left out ({len(report.groups):,} groups; summary size limit): "
+                  "see report.json and report.html.*", ""]
+    lines.append(f"<sub>fairgate {report.version} · full numbers in report.json, charts in "
+                 "report.html</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """Last resort: cut at a line boundary, close open <details>, and say so."""
+    note = "\n\n*Report cut here (summary size limit): see report.json.*\n"
+    raw = text.encode()[: max_bytes - len(note.encode()) - 32]
+    head = raw.decode(errors="ignore").rsplit("\n", 1)[0]
+    head += "\n</details>" * (head.count("<details>") - head.count("</details>"))
+    return head + note
+
+
+def render_markdown(report: GateReport, max_bytes: int = MAX_BYTES,
+                    group_rows: int | None = GROUP_ROWS) -> str:
+    """report.md within ``max_bytes`` (UTF-8), cutting the least useful rows first."""
+    ladder = (_Limits(group_rows, None, None), _Limits(10, None, None), _Limits(0, None, None),
+              _Limits(0, 200, 50), _Limits(0, 50, 0))
+    text = ""
+    for lim in ladder:
+        text = _render(report, lim)
+        if len(text.encode()) <= max_bytes:
+            return text
+    return _cut(text, max_bytes)
+
+
+class MarkdownReporter:
+    name = "md"
+    filename = "report.md"
+
+    def render(self, report: GateReport) -> str:
+        return render_markdown(report)
