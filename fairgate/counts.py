@@ -52,12 +52,12 @@ class GroupingCounts:
     @staticmethod
     def teacher(cells: np.ndarray) -> np.ndarray:
         """Teacher confusion ``[..., G, y, ŷ]`` of joint ``cells[..., G, y, ŷt, ŷs]``."""
-        return cells.sum(axis=-1)
+        return cells[..., 0] + cells[..., 1]  # faster than .sum(axis=-1) on [B, G, 2, 2, 2]
 
     @staticmethod
     def student(cells: np.ndarray) -> np.ndarray:
         """Student confusion ``[..., G, y, ŷ]`` of joint ``cells[..., G, y, ŷt, ŷs]``."""
-        return cells.sum(axis=-2)
+        return cells[..., 0, :] + cells[..., 1, :]
 
 
 class _Codes:

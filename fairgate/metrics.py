@@ -218,14 +218,17 @@ def significant_accuracy_changes(cells: Array, ctx: Context, direction: int) -> 
     """Gated groups whose accuracy changed significantly (McNemar exact, Holm across groups).
 
     ``direction`` -1 counts losses (student worse), +1 gains, 0 either. A paired test
-    on the discordant rows, so it is a property of the teacher–student pair.
+    on the discordant rows, so it is a property of the teacher–student pair. Point counts
+    ``cells[G, 2, 2, 2]`` only: a count of significant tests has no bootstrap interval.
     """
     from fairgate.stats import holm, mcnemar_exact
 
     idx = ctx.gated_index
     if idx.size == 0:
         return np.array(np.nan)
-    c = np.asarray(cells)[idx]
+    c = np.asarray(cells)[..., idx, :, :, :]
+    if c.ndim != 4:
+        raise ValueError("significant_accuracy_changes takes point counts [G, 2, 2, 2]")
     worse = c[:, 0, 0, 1] + c[:, 1, 1, 0]  # teacher right, student wrong
     better = c[:, 0, 1, 0] + c[:, 1, 0, 1]
     p = holm([mcnemar_exact(int(w), int(b)) for w, b in zip(worse, better, strict=True)])

@@ -622,13 +622,14 @@ class _Worker:
         self.experiment_id: str | None = None
         self.uri: str | None = None
         self.user_timeout = _int_env(env, _TIMEOUT_ENV)
+        self.timeout = report.policy.policy.mlflow.timeout
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self.abandoned.is_set():
             raise _Abandoned()
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("mlflow.timeout reached")
+            raise TimeoutError(f"did not finish within {self.timeout:g} s (mlflow.timeout)")
         per_try = max(1, math.ceil(left / (1 + _HTTP_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])))
         if self.user_timeout is not None:
             per_try = max(1, min(per_try, self.user_timeout))
@@ -725,7 +726,7 @@ def _user() -> str:
 
 
 _HINTS = (
-    ("Connection refused", "connection refused: is the tracking server running?"),
+    ("Connection refused", "connection refused (is the tracking server running?)"),
     ("Read timed out", "the server accepted the connection but did not answer in time"),
     ("timed out", "timed out"),
     ("Name or service not known", "unknown host"),
@@ -804,11 +805,17 @@ def log_gate_run(report: GateReport, out: Path, parent_run: str | None = None,
     timeout = report.policy.policy.mlflow.timeout
     started = time.monotonic()
     deadline = started + timeout
+    stand = "The verdict and the reports stand."
     try:
         import mlflow  # noqa: F401 - imported here, in the caller's thread (import lock)
     except Exception as e:
         return Logged(False, f"MLflow: run NOT logged: mlflow cannot be imported ({why(e)}). "
-                             "The verdict and the reports stand.", why(e))
+                             f"{stand}", why(e))
+    imported = time.monotonic() - started
+    if imported >= timeout:
+        return Logged(False, f"MLflow: run NOT logged: importing mlflow took {imported:.1f} s, "
+                             f"all of mlflow.timeout ({timeout:g} s). {stand}",
+                      "mlflow.timeout spent importing mlflow", seconds=imported)
     worker = _Worker(report, out, target, parent, deadline, env)
     _enter_http_env(_http_env(timeout, env))
 
@@ -823,11 +830,10 @@ def log_gate_run(report: GateReport, out: Path, parent_run: str | None = None,
     thread.join(max(0.0, deadline - time.monotonic()))
     seconds = time.monotonic() - started
     where = target.shown
-    stand = "The verdict and the reports stand."
     if thread.is_alive():
         worker.abandoned.set()
-        partial = (f"; the partial run {worker.run_id} will be marked FAILED if the server "
-                   "recovers" if worker.run_id else "")
+        partial = (f"; run {worker.run_id} was started there and is incomplete"
+                   if worker.run_id else "")
         return Logged(False, f"MLflow: run NOT logged: {where} did not finish within "
                              f"{timeout:g} s (mlflow.timeout){partial}. {stand}",
                       f"no answer within {timeout:g} s", worker.run_id, worker.experiment_id,

@@ -94,7 +94,7 @@ class MlflowServer:
             return
         self._signal_group(signal.SIGTERM)
         try:
-            self.proc.wait(10)
+            self.proc.wait(3)  # a throwaway store: no need to wait long for a clean exit
         except subprocess.TimeoutExpired:
             self.kill()
         # uvicorn's worker may outlive its parent for a moment: make sure the group is gone
@@ -146,11 +146,14 @@ class SilentServer:
 
 
 class FaultyServer:
-    """Answers 503 (with ``Retry-After: 60``) to requests whose path matches ``fail``;
-    forwards the others to ``upstream`` (or fails them too when there is none)."""
+    """Answers 503 (with ``Retry-After: 60``) to requests whose path matches ``fail``, waits
+    ``delay`` seconds before those matching ``slow``, and forwards the rest to ``upstream``
+    (with no upstream, every request fails)."""
 
-    def __init__(self, upstream: str | None = None, fail: str = ".*") -> None:
-        self.upstream, self.fail = upstream, re.compile(fail)
+    def __init__(self, upstream: str | None = None, fail: str = ".*", slow: str = "$^",
+                 delay: float = 0.0) -> None:
+        self.upstream, self.fail, self.slow = upstream, re.compile(fail), re.compile(slow)
+        self.delay = delay
         self.failed: list[str] = []
         outer = self
 
@@ -163,6 +166,8 @@ class FaultyServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if outer.slow.search(self.path):
+                    time.sleep(outer.delay)
                 if outer.upstream is None or outer.fail.search(self.path):
                     outer.failed.append(f"{self.command} {self.path}")
                     payload = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "down"}'
@@ -182,6 +187,9 @@ class FaultyServer:
                         status, data, rh = r.status, r.read(), r.headers
                 except urllib.error.HTTPError as e:
                     status, data, rh = e.code, e.read(), e.headers
+                except OSError:  # upstream gone (e.g. stopped at the end of the module)
+                    self.send_error(502)
+                    return
                 self.send_response(status)
                 for k, v in rh.items():
                     if k.lower() not in ("content-length", "connection", "transfer-encoding",

@@ -183,6 +183,7 @@ def test_broken_gate_is_an_error_not_a_failure(workspace: Path) -> None:
     assert run.outputs["verdict"] == "error" and run.outputs["exit-code"] == "2"
     assert "bad.yaml:2: audit.positive_label: required key is missing" in run.steps[-1].stderr
     assert "::error title=fairgate::the gate itself broke (exit 2" in run.steps[-1].stdout
+    assert run.steps[-1].summary.startswith("## ⛔ fairgate: the gate itself broke (exit 2)")
 
 
 def test_extra_args_are_data_not_shell_code(workspace: Path) -> None:

@@ -237,6 +237,7 @@ def test_resamples_without_positives_are_counted_and_block(rare_positives, write
     assert res["status"] == "undefined" and res["blocking"]
     assert res["teacher"] is not None and res["delta"] is not None  # defined at the point
     share = res["interval"]["defined_share"]
+    assert 0 < share < 1
     # P(no resampled row falls in C's 2 positive cells) = (1 − 2/N)^N, N = 2,200 rows
     n = 2200
     expected = 1 - (1 - 2 / n) ** n

@@ -73,8 +73,8 @@ NO_AVX512 = "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512_SKX AVX512_CLX AVX512_C
 
 def test_same_bytes_on_another_simd_code_path(synthetic, write_policy, run_cli,
                                               tmp_path) -> None:
-    """"On any machine": numpy's vectorised log and power differ in the last bit between
-    SIMD targets, so every float in report.json must be stable to that noise."""
+    """The same bytes "on any machine": numpy's vectorised log and power differ in the last
+    bit between SIMD targets, so every float in report.json must be stable to that noise."""
     policy = write_policy(POLICY)
     args = ["check", "--policy", str(policy), "--data", str(synthetic), "--teacher-scores", "t",
             "--student-scores", "s", "--no-mlflow"]

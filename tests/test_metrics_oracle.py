@@ -46,9 +46,10 @@ LEVEL = 1 - CONFIDENCE  # significance level of the paired tests
 ALPHAS = (0.5, 2.0, 3.0)
 GROUPINGS = (("sex",), ("race",), ("sex", "race"))
 STUDENT = "student_distilled_T4.onnx"
+PRUNED = "student_pruned.onnx"  # the student whose accuracy changes significantly
 EXAMPLE_POLICY = yaml.safe_load((EXAMPLE / "policy.yaml").read_text())
 
-# Settings of the catalogue sweep. EXAMPLE is the shipped policy's audit section; the others
+# Settings of the catalogue sweep. "example" is the shipped policy's audit section; the others
 # move the gating boundary (149 gates Amer-Indian-Eskimo's 149 rows but not Other's 122),
 # use the largest group as reference, and put the reference below min_group_size.
 SETTINGS = (
@@ -66,6 +67,7 @@ class Adult:
     y: np.ndarray
     teacher: np.ndarray
     student: np.ndarray
+    pruned: np.ndarray
 
     def model(self, role: str) -> np.ndarray:
         return self.teacher if role == "teacher" else self.student
@@ -79,6 +81,7 @@ def adult() -> Adult:
         y=(frame["income"] == ">50K").to_numpy(),
         teacher=oracles.onnx_decisions(EXAMPLE / "teacher.onnx", frame),
         student=oracles.onnx_decisions(EXAMPLE / STUDENT, frame),
+        pruned=oracles.onnx_decisions(EXAMPLE / PRUNED, frame),
     )
 
 
@@ -135,14 +138,16 @@ def mismatches(values: dict[str, MetricValue], want: dict[str, dict[str, float]]
     return bad
 
 
-def count_in_batches(adult: Adult, groupings: list[Grouping]) -> dict[Grouping, GroupingCounts]:
+def count_in_batches(adult: Adult, groupings: list[Grouping], student: np.ndarray | None = None
+                     ) -> dict[Grouping, GroupingCounts]:
     """fairgate's counts of the oracle's predictions, fed in uneven batches (they must add)."""
     acc = CountAccumulator(groupings)
     n = len(adult.y)
+    s = adult.student if student is None else student
     edges = [0, 1, 1000, 1000, 7777, n]
     for lo, hi in itertools.pairwise(edges):
         rows = adult.frame.iloc[lo:hi]
-        acc.add(adult.y[lo:hi], adult.teacher[lo:hi], adult.student[lo:hi],
+        acc.add(adult.y[lo:hi], adult.teacher[lo:hi], s[lo:hi],
                 {a: pa.array(rows[a].to_numpy()) for a in ("sex", "race")})
     assert acc.rows == n
     return acc.result()
@@ -174,10 +179,48 @@ def test_catalogue_matches_oracles_on_counts(adult: Adult, setting: oracles.Sett
         assert ctx.reference is not None and gc.labels[ctx.reference] == v.reference
 
 
+@pytest.mark.parametrize("min_size", [30, 100, 149])
+def test_paired_tests_match_mcnemar_and_holm(adult: Adult, min_size: int) -> None:
+    """Groups whose accuracy changed significantly, with the pruned student (the distilled
+    one changes none, so the sweep only checks zeros). The gated set decides Holm's m."""
+    groupings = [Grouping(a) for a in GROUPINGS]
+    counts = count_in_batches(adult, groupings, adult.pruned)
+    settings = Settings(min_size, {}, CONFIDENCE, 0, 0)
+    names = ("significant_accuracy_loss_groups", "significant_accuracy_change_groups")
+    keys = [MetricKey(n, g) for n in names for g in groupings]
+    values = compute_values(keys, counts, settings)
+    found = 0.0
+    for attrs in GROUPINGS:
+        v = oracles.view(adult.y, adult.pruned, adult.frame, attrs,
+                         oracles.Setting("pruned", min_size))
+        want = oracles.paired_oracle(v, adult.teacher, adult.pruned, LEVEL)
+        for name in names:
+            got = values[MetricKey(name, Grouping(attrs))]
+            assert (got.teacher, got.student) == (0.0, want[name]), (attrs, name)
+            found += want[name]
+    assert found > 0  # the test sees significant groups, not only zeros
+
+
+def test_paired_tests_by_hand() -> None:
+    """a: 12 rows only the teacher gets right; b: 12 only the student; c: 2 and 2.
+
+    Exact McNemar p = 2 · 0.5^12 for a and b, 1 for c; Holm over 3 groups: 3p and 2p, both
+    below 0.05: one loss (a) and two changes (a, b).
+    """
+    rows = ([("a", 1, 1, 0)] * 12 + [("a", 0, 0, 0)] * 4 + [("b", 1, 0, 1)] * 12
+            + [("c", 1, 1, 0)] * 2 + [("c", 1, 0, 1)] * 2 + [("c", 0, 0, 0)] * 10)
+    gc = hand_counts(rows)
+    v = hand_values(gc, ["significant_accuracy_loss_groups", "significant_accuracy_change_groups"])
+    assert 3 * 2 * 0.5**12 < 0.05
+    assert v["significant_accuracy_loss_groups"].student == 1.0
+    assert v["significant_accuracy_change_groups"].student == 2.0
+    assert v["significant_accuracy_change_groups"].teacher == 0.0
+
+
 def test_reference_below_min_group_size_is_undefined_with_reason(adult: Adult) -> None:
     """Race 'Other' has 122 rows: below 149 it is not gated, so it cannot be the reference."""
     counts = count_in_batches(adult, [Grouping(("race",))])
-    settings = Settings(149, {"race": "Other"}, 0.95, 0, 0)
+    settings = Settings(149, {"race": "Other"}, CONFIDENCE, 0, 0)
     key = MetricKey("statistical_parity_difference", Grouping(("race",)))
     value = compute_values([key], counts, settings)[key]
     assert math.isnan(value.teacher) and math.isnan(value.student)
@@ -302,7 +345,7 @@ def hand_values(gc: GroupingCounts, names: list[str], min_size: int = 1,
                 reference: str | None = None, alpha: float | None = None
                 ) -> dict[str, MetricValue]:
     refs: dict[str, object] = {} if reference is None else {"g": reference}
-    settings = Settings(min_size, refs, 0.95, 0, 0)
+    settings = Settings(min_size, refs, CONFIDENCE, 0, 0)
     keys = [MetricKey(n, None if CATALOGUE[n].scope == "overall" else gc.grouping, alpha)
             for n in names]
     return {k.metric: v for k, v in compute_values(keys, {gc.grouping: gc}, settings).items()}
@@ -459,7 +502,8 @@ def test_bootstrap_stack_of_example_counts(adult: Adult) -> None:
     """Same on multinomial resamples of the example's sex*race table (the real use)."""
     counts = count_in_batches(adult, [Grouping(("sex", "race"))])
     gc = counts[Grouping(("sex", "race"))]
-    ctx = context_for(gc, Settings(100, {"sex": "Male", "race": "White"}, 0.95, 0, 0))
+    ctx = context_for(gc, Settings(100, {"sex": "Male", "race": "White"}, CONFIDENCE,
+                                     0, 0))
     boot = GroupingCounts.student(resample_cells(gc.cells, 40, rng_for(0, "oracle")))
     for name in ("equalized_odds_difference", "disparate_impact", "average_odds_difference",
                  "between_group_generalized_entropy_index", "theil_index", "precision_ratio"):

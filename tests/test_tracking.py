@@ -590,6 +590,30 @@ def test_run_failing_midway_is_marked_failed(server, synthetic, write_policy, ru
     assert run.data.tags["fairgate.verdict"] == baseline["verdict"]
 
 
+def test_slow_server_leaves_an_incomplete_run_marked_failed(server, synthetic, write_policy,
+                                                            run_cli, monkeypatch,
+                                                            baseline) -> None:
+    slow = FaultyServer(upstream=server.uri, fail="$^", slow=r"/runs/log-batch", delay=4)
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", slow.uri)
+        r = gate(run_cli, write_policy(with_mlflow(SYNTHETIC_POLICY, timeout=2)), synthetic)
+        assert_not_logged(r, baseline, False, "did not finish within 2 s (mlflow.timeout); run ")
+        run_id = re.search(r"run ([0-9a-f]{32}) was started there and is incomplete", r.stderr)
+        assert run_id, r.stderr
+        client = MlflowClient(server.uri)
+        deadline = time.monotonic() + 30  # the abandoned worker marks it once the call returns
+        while client.get_run(run_id.group(1)).info.status == "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        run = client.get_run(run_id.group(1))
+        assert run.info.status == "FAILED"
+        assert run.data.tags["fairgate.logging_error"] in (  # whichever came first
+            "stopped at mlflow.timeout",
+            "the server accepted the connection but did not answer in time")
+    finally:
+        slow.close()
+
+
 @pytest.mark.parametrize("required", [False, True])
 def test_server_killed_mid_suite(servers, synthetic, write_policy, run_cli, monkeypatch,
                                  baseline, required) -> None:

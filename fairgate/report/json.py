@@ -19,14 +19,19 @@ SCHEMA_VERSION = 1
 
 
 def num(x: float | None) -> float | None:
-    """A JSON number, or None for undefined (NaN) values."""
+    """A JSON number with 12 significant digits, or None for undefined (NaN) values.
+
+    numpy's log and power differ in the last bit between SIMD code paths (AVX-512 vs
+    AVX2), so full-precision floats would make report.json differ across machines.
+    12 digits are far beyond any threshold's resolution and identical everywhere.
+    """
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return None
-    return float(x)
+    return float(f"{float(x):.12g}")
 
 
 def _interval(i: Interval | None) -> list[float] | None:
-    return None if i is None else [i.lo, i.hi]
+    return None if i is None else [num(i.lo), num(i.hi)]  # type: ignore[list-item]
 
 
 def _intervals(v: MetricValue) -> dict[str, Any] | None:
@@ -105,8 +110,8 @@ def group_dict(g: GroupRow) -> dict[str, Any]:
         "mcnemar": {
             "teacher_only_correct": g.teacher_only_correct,
             "student_only_correct": g.student_only_correct,
-            "p_value": g.mcnemar_p,
-            "p_holm": g.mcnemar_p_holm,
+            "p_value": num(g.mcnemar_p),
+            "p_holm": num(g.mcnemar_p_holm),
         },
     }
 
