@@ -1,22 +1,25 @@
 """End-to-end benchmark of `fairgate check` against the floor of issue 2.
 
 The floor is what any gate must do at least: read the same columns of the audit set in the
-same batches and run both ONNX models on every batch with onnxruntime, nothing else. The
-target: the whole ``fairgate check --no-mlflow`` within 1.3x the floor's wall time and no
-more peak memory than the floor at 1M rows; at 10M rows, peak memory within 1.2x of 1M.
+same batches, with the same reader options, and run both ONNX models on every batch with
+onnxruntime, nothing else. Targets: the whole ``fairgate check --no-mlflow`` within 1.3x
+the floor's wall time and no more peak memory than the floor at 1M rows; at 10M rows,
+peak memory within 1.2x of the 1M-row run.
 
-Every measured command runs in its own fresh subprocess so that peak RSS is per process
-(``/usr/bin/time -v`` when present, else a tiny wrapper reading ``RUSAGE_CHILDREN``).
-The floor is measured in two ways (models one after the other with onnxruntime's default
-threads, and both models at once in two threads of one intra-op thread each) and the
-faster one is the floor, so fairgate is compared with the fastest straightforward reader.
+Each command runs in a fresh subprocess so that peak RSS is per process (``/usr/bin/time
+-v`` when present, else a small wrapper reading ``RUSAGE_CHILDREN``). The floor runs the
+models in two ways (one after the other with onnxruntime's default threads; both at once
+in two threads of one intra-op thread each) and the faster is the floor. A third,
+reference-only reader uses pyarrow's default options (``pre_buffer=True``), which keep
+every column chunk read: its memory grows with the file.
 
-    python benchmarks/bench_gate.py                       # 1M x3 and 10M x1, ~10 min
-    python benchmarks/bench_gate.py --rows 1000000 --repeat 3 --no-10m
-    python benchmarks/bench_gate.py --student int8        # teacher int8 as the student
+    python benchmarks/bench_gate.py                    # 1M rows x3, then 10M rows x1
+    python benchmarks/bench_gate.py --rows 1000000     # 1M only
+    python benchmarks/bench_gate.py --student int8     # the teacher int8-quantized
+    python benchmarks/bench_gate.py --variant mine=/tmp/patched   # price a patched copy
 
-Inputs are generated once (seeded) into ``--cache`` (default: $TMPDIR/fairgate-bench) and
-reused; nothing is written into the repository.
+Inputs are generated once (seeded) into ``--cache`` (default: $TMPDIR/fairgate-bench,
+~2.1 GB with the 10M-row file) and reused; nothing is written into the repository.
 """
 
 from __future__ import annotations
@@ -215,7 +218,10 @@ def floor(args: argparse.Namespace) -> None:
     columns = [*FEATURES, "label", "sex", "race"]
     pool = ThreadPoolExecutor(2) if args.mode == "threads" else None
     rows = 0
-    pf = pq.ParquetFile(args.data, pre_buffer=False)  # as fairgate: flat memory
+    if args.reader == "fairgate":  # the same reader options as fairgate.data.AuditSet
+        pf = pq.ParquetFile(args.data, pre_buffer=False, buffer_size=1 << 16)
+    else:  # pyarrow's defaults: pre_buffer keeps every chunk read, memory grows with rows
+        pf = pq.ParquetFile(args.data)
     for batch in pf.iter_batches(batch_size=args.batch_rows, columns=columns):
         x = np.empty((batch.num_rows, len(FEATURES)), dtype=np.float32)
         for j in range(len(FEATURES)):
@@ -286,10 +292,10 @@ def measure(what: str, rows: int, argv: list[str], ok: tuple[int, ...] = (0,),
     return Run(what, rows, wall, cpu, got["Maximum resident set size (kbytes)"] / 1024)
 
 
-def floor_argv(inp: Inputs, mode: str, batch_rows: int) -> list[str]:
+def floor_argv(inp: Inputs, mode: str, reader: str, batch_rows: int) -> list[str]:
     return [sys.executable, __file__, "floor", "--data", str(inp.data), "--teacher",
             str(inp.teacher), "--student", str(inp.student), "--mode", mode,
-            "--batch-rows", str(batch_rows)]
+            "--reader", reader, "--batch-rows", str(batch_rows)]
 
 
 @dataclass(frozen=True)
@@ -343,9 +349,9 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
             warm(inp.data)
             repeat = args.repeat if rows == args.rows[0] else args.repeat_large
             for i in range(repeat):
-                for mode in FLOOR_MODES:
-                    runs.append(measure(f"floor-{mode}", rows,
-                                        floor_argv(inp, mode, args.batch_rows)))
+                for name, mode, reader in FLOORS:
+                    runs.append(measure(name, rows,
+                                        floor_argv(inp, mode, reader, args.batch_rows)))
                     _show(runs[-1], i)
                 for v in [Variant("fairgate", None, ()), *args.variant]:
                     report = out / f"{v.name}_{rows}_{i}"
@@ -361,11 +367,16 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
     return {"runs": [asdict(r) for r in runs], "summary": summarize(runs)}
 
 
-FLOOR_MODES = ("sequential", "threads")
+# (name, how the two models run, reader options); the floor is the faster of the first two
+FLOORS = (
+    ("floor-sequential", "sequential", "fairgate"),
+    ("floor-threads", "threads", "fairgate"),
+    ("ref-pyarrow-defaults", "sequential", "default"),  # context only: never the floor
+)
 
 
 def _show(r: Run, i: int) -> None:
-    print(f"  {r.rows:>11,} rows  {r.what:<18} run {i + 1}: wall {r.wall_s:7.2f} s  "
+    print(f"  {r.rows:>11,} rows  {r.what:<20} run {i + 1}: wall {r.wall_s:7.2f} s  "
           f"cpu {r.cpu_s:7.2f} s  peak {r.peak_rss_mib:6.0f} MiB", flush=True)
 
 
@@ -384,20 +395,20 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, object]]:
 
 
 def table(summary: dict[str, dict[str, object]]) -> str:
-    lines = [f"{'rows':>11}  {'command (median of n)':<24} {'wall s':>8} {'cpu s':>8} "
+    lines = [f"{'rows':>11}  {'command (median of n)':<28} {'wall s':>8} {'cpu s':>8} "
              f"{'peak MiB':>9}"]
     for rows, s in summary.items():
         med: dict[str, dict[str, float]] = s["median"]  # type: ignore[assignment]
         for what, m in med.items():
             mark = "  <- floor" if what == s["floor"] else ""
             label = f"{what} (n={m['n']:.0f})"
-            lines.append(f"{int(rows):>11,}  {label:<24} "
+            lines.append(f"{int(rows):>11,}  {label:<28} "
                          f"{m['wall_s']:8.2f} {m['cpu_s']:8.2f} {m['peak_rss_mib']:9.0f}{mark}")
         f = med[str(s["floor"])]
         for what, g in med.items():
-            if what.startswith("floor-"):
+            if what.startswith(("floor-", "ref-")):
                 continue
-            lines.append(f"{int(rows):>11,}  {what + ' / floor':<24} "
+            lines.append(f"{int(rows):>11,}  {what + ' / floor':<28} "
                          f"{g['wall_s'] / f['wall_s']:7.2f}x {g['cpu_s'] / f['cpu_s']:7.2f}x "
                          f"{g['peak_rss_mib'] / f['peak_rss_mib']:8.2f}x"
                          "   (targets: wall <= 1.30x, peak <= 1.00x)")
@@ -421,6 +432,7 @@ def main() -> None:
     f.add_argument("--teacher", required=True)
     f.add_argument("--student", required=True)
     f.add_argument("--mode", choices=("sequential", "threads"), default="sequential")
+    f.add_argument("--reader", choices=("fairgate", "default"), default="fairgate")
     f.add_argument("--batch-rows", type=int, default=BATCH_ROWS)
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=3, help="runs at the smallest size (median)")

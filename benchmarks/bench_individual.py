@@ -12,7 +12,7 @@ standard error and relative error, I(f) against 2M pairs drawn from all 1M rows,
 consistency of the same query rows against the whole 1M-row reference instead of the
 sample (the effect of bounding the neighbour search).
 
-    python benchmarks/bench_individual.py                 # 1M rows, 3 repeats, ~2 min
+    python benchmarks/bench_individual.py                 # 1M rows, 3 repeats, ~5 min
     python benchmarks/bench_individual.py --rows 200000 --repeat 1 --no-full-knn
     python benchmarks/bench_individual.py --adult         # also the Adult example's models
 

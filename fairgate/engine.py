@@ -9,6 +9,7 @@ import numpy as np
 from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
 from fairgate.data import AuditSet, LabelSpec
 from fairgate.errors import DataError
+from fairgate.individual import RowSampler, SampledRows
 from fairgate.model import Predictor
 
 
@@ -16,6 +17,7 @@ from fairgate.model import Predictor
 class CountResult:
     counts: dict[Grouping, GroupingCounts]
     rows: int
+    sample: SampledRows | None = None  # rows kept for individual fairness, if asked
 
 
 def count_audit(
@@ -25,8 +27,13 @@ def count_audit(
     groupings: list[Grouping],
     teacher: Predictor,
     student: Predictor,
+    sampler: RowSampler | None = None,
 ) -> CountResult:
-    """Joint counts of every grouping over the whole audit set, in one pass."""
+    """Joint counts of every grouping over the whole audit set, in one pass.
+
+    With a ``sampler``, the same pass keeps a bounded, deterministic sample of rows with
+    both models' scores and decisions, for the individual-fairness measures.
+    """
     acc = CountAccumulator(groupings)
     others: set[str] = set()
     positives = 0
@@ -36,10 +43,13 @@ def count_audit(
             continue
         y = label.positives(batch.column(label.column), audit.path, offset, others)
         try:
-            t = teacher.decide(batch, offset)
-            s = student.decide(batch, offset)
+            t_score, t = teacher.predict(batch, offset)
+            s_score, s = student.predict(batch, offset)
         except DataError as e:  # name the file: the predictor only knows the column
             raise DataError(f"{audit.path}: {e}") from None
+        if sampler is not None:
+            sampler.add(batch, offset, {"teacher_score": t_score, "student_score": s_score,
+                                        "teacher_decision": t, "student_decision": s})
         acc.add(y, t, s, {a: batch.column(a) for a in sensitive})
         positives += int(np.count_nonzero(y))
         offset += batch.num_rows
@@ -50,4 +60,4 @@ def count_audit(
             f"{audit.path}: no row of label column {label.column!r} equals positive_label "
             f"{label.positive!r} (values seen: {', '.join(sorted(others))})"
         )
-    return CountResult(acc.result(), offset)
+    return CountResult(acc.result(), offset, sampler.result() if sampler is not None else None)

@@ -12,6 +12,7 @@ import numpy as np
 
 from fairgate.counts import Grouping, GroupingCounts
 from fairgate.errors import DataError
+from fairgate.individual import Estimate, Paired
 from fairgate.metrics import CATALOGUE, GROUP_RATES, Context, Metric, explain_undefined, rate
 from fairgate.stats import Interval, holm, mcnemar_exact, percentile_interval, resample_cells, rng_for
 
@@ -163,6 +164,8 @@ def compute_values(
         grouping = key.grouping or first
         gc = counts[grouping]
         metric = CATALOGUE[key.metric]
+        if metric.sampled:  # from the row sample: see run.individual_values
+            continue
         ctx = context_for(gc, settings, key.alpha)
         if metric.paired:  # a test on the pair: the teacher against itself changes nothing
             s = _point(metric, gc.cells, ctx)
@@ -196,3 +199,23 @@ def compute_values(
             )
         out[key] = MetricValue(**value)  # type: ignore[arg-type]
     return out
+
+
+def paired_value(key: MetricKey, paired: Paired, confidence: float) -> MetricValue:
+    """A MetricValue from sample estimates: normal intervals from their standard errors.
+
+    No relative interval: it would need the teacher's uncertainty too, so relative bounds
+    under ``significant``/``conservative`` are undefined (fail closed).
+    """
+    t, s, d = paired.teacher, paired.student, paired.delta
+    assert s is not None and d is not None
+
+    def interval(e: Estimate) -> Interval | None:
+        if not (np.isfinite(e.value) and np.isfinite(e.se)):
+            return None
+        lo, hi = e.interval(confidence)
+        return Interval(lo, hi, 1.0)
+
+    rel = d.value / abs(t.value) if np.isfinite(t.value) and t.value != 0 else np.nan
+    return MetricValue(key, t.value, s.value, d.value, rel, t.reason, s.reason,
+                       interval(t), interval(s), interval(d), None)

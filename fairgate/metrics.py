@@ -261,6 +261,7 @@ class Metric:
     uses_reference: bool = False
     uses_alpha: bool = False
     paired: bool = False  # computed from the joint table cells[G, y, ŷt, ŷs], not per model
+    sampled: bool = False  # individual fairness: from the row sample, not from counts
     aliases: tuple[str, ...] = field(default=())
 
 
@@ -361,6 +362,18 @@ def _catalogue() -> dict[str, Metric]:
                           _bind(lambda cells, ctx, d: significant_accuracy_changes(cells, ctx, d),
                                 direction),
                           (), 0.0, inf, paired=True))
+    def from_sample(conf: Array, ctx: Context) -> Array:
+        raise TypeError("individual-fairness metrics are computed from the row sample")
+
+    for name, text, hi in (
+        ("individual_lipschitz", "I(f) = mean over sampled pairs of |f(x) − f(x')| / d(x, x') on "
+         "P(positive), standardized distance (Mohammadshahi & Ioannou 2025); lower is fairer", inf),
+        ("knn_consistency", "1 − mean |ŷ_i − mean ŷ of its k nearest neighbours| on a row sample "
+         "(Zemel et al. 2013); higher is fairer", 1.0),
+        ("counterfactual_flip_rate", "share of sampled rows whose decision changes when only the "
+         "sensitive input is set to another value; lower is fairer", 1.0),
+    ):
+        out.append(Metric(name, "overall", text, from_sample, (), 0.0, hi, sampled=True))
     out.append(Metric("between_group_theil_index", "grouping",
                       "Theil index of group-mean benefits over the gated groups (AIF360 between-group)",
                       lambda conf, ctx: between_group_generalized_entropy_index(

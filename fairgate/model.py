@@ -44,6 +44,10 @@ class Predictor(Protocol):
 
     def column_types(self) -> dict[str, pa.DataType]: ...
 
+    def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positive-class scores (0/1 for label outputs) and boolean decisions."""
+        ...
+
     def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray: ...
 
     def describe(self) -> dict[str, Any]: ...
@@ -274,7 +278,7 @@ class OnnxPredictor:
         _check_unit(arr, where, offset, rows_sum=False)
         return arr
 
-    def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+    def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         feeds = self._feeds(batch, offset)
         try:
             raw = self._session.run([self._plan.name], feeds)[0]
@@ -287,8 +291,11 @@ class OnnxPredictor:
             ) from None
         scores = self._scores(raw, offset)
         if self._plan.kind == "labels":
-            return scores > 0.5
-        return scores >= self.threshold
+            return scores, scores > 0.5
+        return scores, scores >= self.threshold
+
+    def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+        return self.predict(batch, offset)[1]
 
     def describe(self) -> dict[str, Any]:
         plan = self._plan
@@ -471,6 +478,9 @@ class ColumnPredictor:
         return {self.column: pa.float64()}
 
     def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+        return self.predict(batch, offset)[1]
+
+    def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         col = batch.column(self.column)
         if col.null_count:
             first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
@@ -486,7 +496,7 @@ class ColumnPredictor:
                 f"{self.role} scores column {self.column!r}: row {offset + first} has "
                 f"{float(arr[first])!r}; scores must be probabilities in [0, 1] or 0/1 decisions"
             )
-        return arr >= self.threshold
+        return arr, arr >= self.threshold
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "column", "column": self.column, "threshold": self.threshold,

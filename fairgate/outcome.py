@@ -23,6 +23,7 @@ class GateReport:
     version: str
     timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    individual: dict[str, Any] | None = None  # sample details behind the individual metrics
 
     @property
     def verdict(self) -> str:

@@ -119,6 +119,28 @@ class Waiver(_Strict):
     expires: dt.date
 
 
+class CounterfactualSpec(_Strict):
+    """A sensitive model input and every value it takes, for the counterfactual flip rate."""
+
+    column: str
+    values: list[Scalar] = Field(min_length=2)
+
+
+class IndividualSpec(_Strict):
+    """Individual fairness on a deterministic sample of rows (see fairgate/individual.py)."""
+
+    features: list[str] | None = Field(
+        None, description="Distance features; default: the models' inputs minus the sensitive "
+        "attributes.")
+    categorical: list[str] = Field(default_factory=list,
+                                   description="Numeric-coded features compared as categories.")
+    sample_rows: int = Field(20_000, ge=10, le=1_000_000)
+    pairs: int = Field(200_000, ge=2, le=100_000_000)
+    queries: int = Field(5_000, ge=2)
+    k: int = Field(5, ge=1)
+    counterfactual: CounterfactualSpec | None = None
+
+
 class Policy(_Strict):
     """A fairgate policy, version 1."""
 
@@ -129,6 +151,7 @@ class Policy(_Strict):
     statistics: Statistics = Statistics()
     mlflow: MlflowSpec = MlflowSpec()
     waivers: list[Waiver] = Field(default_factory=list)
+    individual: IndividualSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -289,9 +312,23 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
         if features.index(f) != i:
             errs.append((("model", "features", i), f"{f!r} is listed twice"))
     ids: dict[str, int] = {}
+    individual = data.get("individual")
     for i, c in enumerate(_list(data.get("checks"))):
         if isinstance(c, dict):
             errs += _check_errors(c, ("checks", i), sens, ids)
+            metric = CATALOGUE.get(str(c.get("metric")))
+            if metric is not None and metric.sampled and not isinstance(individual, dict):
+                errs.append((("checks", i, "metric"),
+                             f"{metric.name} needs an `individual:` section (features, sample size)"))
+            elif (metric is not None and metric.name == "counterfactual_flip_rate"
+                  and not isinstance(_dict(individual).get("counterfactual"), dict)):
+                errs.append((("checks", i, "metric"), "counterfactual_flip_rate needs "
+                             "individual.counterfactual (the column and its values)"))
+    ind = _dict(individual)
+    k, rows = ind.get("k", 5), ind.get("sample_rows", 20_000)
+    if isinstance(k, int) and isinstance(rows, int) and rows < k + 2:
+        errs.append((("individual", "sample_rows"), f"sample_rows {rows} must be at least k + 2 "
+                     f"= {k + 2}"))
     st = _dict(data.get("statistics"))
     if st.get("resamples") == 0 and st.get("decide_on", "estimate") != "estimate":
         errs.append((("statistics", "decide_on"),

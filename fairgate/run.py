@@ -11,14 +11,33 @@ import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from fairgate import __version__
 from fairgate.counts import Grouping
 from fairgate.data import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
 from fairgate.engine import count_audit
 from fairgate.errors import UsageError
-from fairgate.evaluate import MetricKey, Settings, compute_values, context_for, group_rows
+from fairgate.evaluate import (
+    MetricKey,
+    MetricValue,
+    Settings,
+    compute_values,
+    context_for,
+    group_rows,
+    paired_value,
+)
 from fairgate.gate import check_keys, decide
+from fairgate.individual import (
+    RowSampler,
+    SampledRows,
+    counterfactual_flips,
+    embed,
+    knn_consistency,
+    lipschitz,
+)
 from fairgate.metrics import CATALOGUE, KPI_METRICS
 from fairgate.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.outcome import GateReport
@@ -101,10 +120,20 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     audit = policy.audit
     columns = [audit.label, *audit.sensitive, *teacher.columns, *student.columns]
     types = {**teacher.column_types(), **student.column_types()}
+    sampler = None
+    if policy.individual is not None:
+        ind = policy.individual
+        wanted = _individual_features(policy, teacher, student)
+        if ind.counterfactual is not None:
+            wanted = list(dict.fromkeys([*wanted, ind.counterfactual.column]))
+        columns += wanted
+        sampler = RowSampler(policy.individual.sample_rows, policy.statistics.seed,
+                             columns=list(dict.fromkeys([*wanted, *teacher.columns,
+                                                         *student.columns])))
     audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
                          text_columns=tuple(audit.sensitive))
     counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
-                          list(audit.sensitive), groupings, teacher, student)
+                          list(audit.sensitive), groupings, teacher, student, sampler)
     t1 = time.perf_counter()
     st = policy.statistics
     settings = Settings(audit.min_group_size, dict(audit.reference_groups), st.confidence,
@@ -115,6 +144,12 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         for name in KPI_METRICS for g in groupings
     ]
     values = compute_values([k for _, k in checks] + kpi_keys, counted.counts, settings)
+    individual: dict[str, Any] | None = None
+    if counted.sample is not None:
+        sampled, individual = individual_values(policy, counted.sample, teacher, student,
+                                                _individual_features(policy, teacher, student))
+        values.update(sampled)
+        kpi_keys += list(sampled)
     decision = decide(policy, values, groupings, req.today or dt.date.today())
     groups = [
         row for g in groupings
@@ -132,7 +167,71 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
+        individual=individual,
     )
+
+
+def _individual_features(policy: Policy, teacher: Predictor, student: Predictor) -> list[str]:
+    """Distance features (default: the models' inputs minus the sensitive attributes)."""
+    ind = policy.individual
+    assert ind is not None
+    if ind.features is not None:
+        features = list(ind.features)
+    else:
+        inputs = [c for p in (teacher, student) if isinstance(p, OnnxPredictor) for c in p.columns]
+        features = [c for c in dict.fromkeys(inputs) if c not in policy.audit.sensitive]
+        if not features:
+            raise UsageError("individual fairness needs distance features: list them under "
+                             "individual.features (precomputed scores carry no model inputs)")
+    return list(dict.fromkeys(features))
+
+
+def individual_values(
+    policy: Policy, sample: SampledRows, teacher: Predictor, student: Predictor,
+    features: list[str],
+) -> tuple[dict[MetricKey, MetricValue], dict[str, Any]]:
+    """The individual-fairness metrics of both models on the row sample, and their details."""
+    ind = policy.individual
+    assert ind is not None
+    seed, conf = policy.statistics.seed, policy.statistics.confidence
+    cf = ind.counterfactual
+    z = embed(sample.table, features, ind.categorical)
+    ex = sample.extra
+    lip = lipschitz(z, ex["teacher_score"], ex["student_score"], pairs=ind.pairs, seed=seed)
+    knn = knn_consistency(z, ex["teacher_decision"].astype(np.float64),
+                          ex["student_decision"].astype(np.float64), k=ind.k,
+                          queries=ind.queries, seed=seed)
+    out = {
+        MetricKey("individual_lipschitz", None): paired_value(
+            MetricKey("individual_lipschitz", None), lip.paired, conf),
+        MetricKey("knn_consistency", None): paired_value(
+            MetricKey("knn_consistency", None), knn.paired, conf),
+    }
+    details: dict[str, Any] = {
+        "rows_sampled": len(sample.rows), "rows_seen": sample.seen,
+        "features": {"numeric": list(z.numeric), "categorical": list(z.categorical),
+                     "dropped_constant": list(z.constant)},
+        "lipschitz": {"pairs_drawn": lip.pairs_drawn, "pairs_used": lip.pairs_used,
+                      "exact": lip.exact, "zero_distance_pairs": lip.zero_distance_pairs,
+                      "zero_distance_conflicts": list(lip.zero_distance_conflicts)},
+        "knn": {"k": knn.k, "queries": knn.queries, "reference_rows": knn.reference},
+    }
+    if cf is not None:
+        if not all(isinstance(p, OnnxPredictor) for p in (teacher, student)):
+            raise UsageError("counterfactual_flip_rate needs ONNX models (--teacher/--student), "
+                             "not precomputed scores")
+        flips = counterfactual_flips(sample.batch(), cf.column, cf.values,
+                                     lambda b: teacher.decide(b, 0),
+                                     lambda b: student.decide(b, 0))
+        key = MetricKey("counterfactual_flip_rate", None)
+        out[key] = paired_value(key, flips.overall, conf)
+        details["counterfactual"] = {
+            "column": flips.column, "values": list(flips.values), "rows": flips.rows,
+            "by_value": {v: {"teacher": p.teacher.value,
+                             "student": None if p.student is None else p.student.value}
+                         for v, p in flips.by_value.items()},
+        }
+    return out, details
 
 
 def _hash_model(path: Path | None) -> dict[str, str]:

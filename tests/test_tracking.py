@@ -268,6 +268,12 @@ def test_malformed_tracking_uri_is_a_usage_error(uri: str) -> None:
         check_uri(uri, "MLFLOW_TRACKING_URI")
 
 
+def test_messages_never_show_a_password() -> None:
+    with pytest.raises(UsageError) as e:
+        check_uri("https://ci-bot:s3cret@mlflow.example.com:port", "MLFLOW_TRACKING_URI")
+    assert "s3cret" not in str(e.value) and "ci-bot:***@mlflow.example.com" in str(e.value)
+
+
 @pytest.mark.parametrize("uri", [
     "http://127.0.0.1:5000", "https://mlflow.example.com/", "sqlite:///mlflow.db",
     "sqlite:////abs/mlflow.db", "postgresql+psycopg2://u:p@db/mlflow", "file:///tmp/mlruns",

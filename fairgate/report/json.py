@@ -140,6 +140,7 @@ def to_dict(report: GateReport) -> dict[str, Any]:
              "reason": w.reason}
             for w in decision.expired_waivers
         ],
+        "individual": report.individual,
         "inputs": report.inputs,
         "notes": list(report.notes),
         "run": {"started_at": report.started_at, "timings": report.timings},
