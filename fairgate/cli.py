@@ -85,12 +85,19 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
     """Gate a student model against its teacher on an audit set."""
     from fairgate.report import write_reports
     from fairgate.report.terminal import TerminalReporter
-    from fairgate.run import GateRequest, run_gate
+    from fairgate.policy import load_policy
+    from fairgate.run import GateRequest, evaluate_policy
 
     request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,
                           teacher_scores=teacher_scores, student_scores=student_scores, out=out,
                           seed=seed, batch_rows=batch_size, formats=formats)
-    report = run_gate(request)
+    loaded = load_policy(policy)
+    if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
+        from fairgate.tracking import parent_of, target_of
+
+        target_of(loaded)
+        parent_of(parent_run)
+    report = evaluate_policy(loaded, request)
     write_reports(report, out, formats)
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from fairgate.github import publish

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 from fairgate.errors import UsageError
 from fairgate.evaluate import MetricKey, MetricValue
 from fairgate.outcome import GateReport
+from fairgate.policy import LoadedPolicy
+from fairgate.report.json import num as json_number
 
 # MLflow's per-request limits (mlflow.utils.validation), kept here so no import is needed.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
@@ -157,7 +159,8 @@ class RunRecord:
 
 
 def _num(x: float | int | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+    """The number report.json holds (12 significant digits, identical across machines)."""
+    return None if x is None else json_number(float(x))
 
 
 def _values(report: GateReport) -> dict[MetricKey, MetricValue]:
@@ -404,7 +407,8 @@ KPI_COLUMNS = ("kind", "check", "status", "metric", "alpha", "grouping", "teache
 
 
 def _cell(x: float | None) -> str:
-    return "" if x is None or math.isnan(x) else repr(float(x))
+    v = _num(x)
+    return "" if v is None else repr(v)
 
 
 def _text_cell(text: str) -> str:
@@ -556,12 +560,13 @@ def check_uri(uri: str, source: str) -> str:
     return uri
 
 
-def target_of(report: GateReport, env: Mapping[str, str] | None = None) -> Target:
+def target_of(loaded: LoadedPolicy, env: Mapping[str, str] | None = None) -> Target:
+    """Where the run goes; raises UsageError for a malformed URI (callable before the gate)."""
     env = os.environ if env is None else env
-    spec = report.policy.policy.mlflow
+    spec = loaded.policy.mlflow
     if spec.tracking_uri is not None:
-        line = report.policy.line_of(("mlflow", "tracking_uri"))
-        source = f"{report.policy.path}:{line}: mlflow.tracking_uri"
+        line = loaded.line_of(("mlflow", "tracking_uri"))
+        source = f"{loaded.path}:{line}: mlflow.tracking_uri"
         return Target(check_uri(spec.tracking_uri, source), source)
     if env.get("MLFLOW_TRACKING_URI", "").strip():
         return Target(check_uri(env["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"),
@@ -800,7 +805,7 @@ def log_gate_run(report: GateReport, out: Path, parent_run: str | None = None,
     malformed tracking URI or parent run id.
     """
     env = dict(os.environ) if env is None else env
-    target = target_of(report, env)
+    target = target_of(report.policy, env)
     parent = parent_of(parent_run, env)
     timeout = report.policy.policy.mlflow.timeout
     started = time.monotonic()

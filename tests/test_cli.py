@@ -275,10 +275,10 @@ def test_unknown_reference_group_exit_3(synthetic, write_policy, run_cli) -> Non
 
 
 def test_internal_error_exit_4(synthetic, write_policy, run_cli, monkeypatch) -> None:
-    def boom(request):
+    def boom(loaded, request):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(fairgate.run, "run_gate", boom)
+    monkeypatch.setattr(fairgate.run, "evaluate_policy", boom)
     r = scores(run_cli, write_policy(SYNTHETIC_POLICY), synthetic)
     assert r.exit_code == 4
     assert r.stderr == ("fairgate: error: internal error (RuntimeError: kaboom); this is a bug in "
