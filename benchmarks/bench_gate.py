@@ -209,6 +209,7 @@ def floor(args: argparse.Namespace) -> None:
 
     def session(path: str, threads: int) -> ort.InferenceSession:
         opts = ort.SessionOptions()
+        opts.enable_mem_pattern = args.mem_pattern == "on"
         if threads:
             opts.intra_op_num_threads = threads
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
@@ -292,10 +293,11 @@ def measure(what: str, rows: int, argv: list[str], ok: tuple[int, ...] = (0,),
     return Run(what, rows, wall, cpu, got["Maximum resident set size (kbytes)"] / 1024)
 
 
-def floor_argv(inp: Inputs, mode: str, reader: str, batch_rows: int) -> list[str]:
+def floor_argv(inp: Inputs, mode: str, reader: str, pattern: str,
+               batch_rows: int) -> list[str]:
     return [sys.executable, __file__, "floor", "--data", str(inp.data), "--teacher",
             str(inp.teacher), "--student", str(inp.student), "--mode", mode,
-            "--reader", reader, "--batch-rows", str(batch_rows)]
+            "--reader", reader, "--mem-pattern", pattern, "--batch-rows", str(batch_rows)]
 
 
 @dataclass(frozen=True)
@@ -349,9 +351,9 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
             warm(inp.data)
             repeat = args.repeat if rows == args.rows[0] else args.repeat_large
             for i in range(repeat):
-                for name, mode, reader in FLOORS:
-                    runs.append(measure(name, rows,
-                                        floor_argv(inp, mode, reader, args.batch_rows)))
+                for name, mode, reader, pattern in FLOORS:
+                    runs.append(measure(name, rows, floor_argv(inp, mode, reader, pattern,
+                                                               args.batch_rows)))
                     _show(runs[-1], i)
                 for v in [Variant("fairgate", None, ()), *args.variant]:
                     report = out / f"{v.name}_{rows}_{i}"
@@ -367,11 +369,13 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
     return {"runs": [asdict(r) for r in runs], "summary": summarize(runs)}
 
 
-# (name, how the two models run, reader options); the floor is the faster of the first two
+# (name, how the two models run, reader options, onnxruntime memory pattern); the floor
+# is the faster of the first two; the others are context only, never the floor
 FLOORS = (
-    ("floor-sequential", "sequential", "fairgate"),
-    ("floor-threads", "threads", "fairgate"),
-    ("ref-pyarrow-defaults", "sequential", "default"),  # context only: never the floor
+    ("floor-sequential", "sequential", "fairgate", "on"),
+    ("floor-threads", "threads", "fairgate", "on"),
+    ("ref-pyarrow-defaults", "sequential", "default", "on"),
+    ("ref-no-mem-pattern", "sequential", "fairgate", "off"),
 )
 
 
@@ -433,6 +437,8 @@ def main() -> None:
     f.add_argument("--student", required=True)
     f.add_argument("--mode", choices=("sequential", "threads"), default="sequential")
     f.add_argument("--reader", choices=("fairgate", "default"), default="fairgate")
+    f.add_argument("--mem-pattern", choices=("on", "off"), default="on",
+                   help="onnxruntime's enable_mem_pattern (on: its default)")
     f.add_argument("--batch-rows", type=int, default=BATCH_ROWS)
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=3, help="runs at the smallest size (median)")

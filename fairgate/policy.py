@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fairgate.errors import PolicyError
 from fairgate.metrics import CATALOGUE, suggest
@@ -109,14 +109,26 @@ class MlflowSpec(_Strict):
 
 
 class Waiver(_Strict):
-    """An accepted, owned, expiring exception to a check."""
+    """An accepted, owned, expiring exception to a check (optionally one grouping of it)."""
 
     check: str
     grouping: str | list[str] | None = None
-    group: str | None = None
-    reason: str = Field(min_length=1)
-    owner: str = Field(min_length=1)
-    expires: dt.date
+    group: str | None = Field(
+        None, description="Reserved: checks are decided per grouping, so waive the grouping.")
+    reason: str = Field(pattern=r"\S")
+    owner: str = Field(pattern=r"\S")
+    expires: dt.date = Field(description="Last day the waiver applies (YYYY-MM-DD).")
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _iso_date(cls, v: Any) -> Any:
+        """Accept a quoted ISO date too: YAML reads 2030-01-31 as a date, "2030-01-31" not."""
+        if isinstance(v, str):
+            try:
+                return dt.date.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"expires must be a date YYYY-MM-DD, got {v!r}") from None
+        return v
 
 
 class CounterfactualSpec(_Strict):
@@ -269,6 +281,10 @@ def _pydantic_errors(e: ValidationError) -> list[tuple[Path_, str]]:
             msg = f"unknown key {loc[-1]!r}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
         elif kind == "missing":
             msg = "required key is missing"
+        elif kind == "value_error":
+            msg = str(err["ctx"]["error"])
+        elif kind == "string_pattern_mismatch" and err["ctx"]["pattern"] == r"\S":
+            msg = "must not be blank"
         elif kind == "literal_error":
             msg = f"{err['msg'].replace('Input should be', 'must be')}, got {err['input']!r}"
         else:
@@ -333,9 +349,26 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
     if st.get("resamples") == 0 and st.get("decide_on", "estimate") != "estimate":
         errs.append((("statistics", "decide_on"),
                      f"decide_on: {st['decide_on']} needs intervals; set resamples > 0"))
+    checks = {c.get("id"): c for c in _list(data.get("checks")) if isinstance(c, dict)}
     for i, w in enumerate(_list(data.get("waivers"))):
-        if isinstance(w, dict) and isinstance(w.get("check"), str) and w["check"] not in ids:
+        if not isinstance(w, dict):
+            continue
+        if isinstance(w.get("check"), str) and w["check"] not in ids:
             errs.append((("waivers", i, "check"), f"no check with id {w['check']!r}"))
+        if w.get("group") is not None:
+            errs.append((("waivers", i, "group"), "group-level waivers are not supported: checks "
+                         "are decided per grouping, so waive the grouping"))
+        g = w.get("grouping")
+        check = checks.get(w.get("check"))
+        if g is not None and check is not None:
+            wanted = [g] if isinstance(g, str) else _list(g)
+            on = check.get("on")
+            allowed = ([[x] if isinstance(x, str) else _list(x) for x in on] if isinstance(on, list)
+                       else [[a] for a in sens] + ([sens] if audit.get("intersections") else []))
+            if wanted not in allowed:
+                names = ", ".join("*".join(map(str, x)) for x in allowed)
+                errs.append((("waivers", i, "grouping"), f"check {w['check']!r} is not decided on "
+                             f"grouping {'*'.join(map(str, wanted))} (it is on: {names})"))
     return errs
 
 

@@ -20,6 +20,7 @@ import getpass
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -813,6 +814,9 @@ def log_gate_run(report: GateReport, out: Path, parent_run: str | None = None,
     stand = "The verdict and the reports stand."
     try:
         import mlflow  # noqa: F401 - imported here, in the caller's thread (import lock)
+
+        # mlflow's INFO lines (database migrations) are noise in a gate's output
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
     except Exception as e:
         return Logged(False, f"MLflow: run NOT logged: mlflow cannot be imported ({why(e)}). "
                              f"{stand}", why(e))

@@ -109,6 +109,19 @@ CASES = [
     ("waiver of no check", BASE + "waivers:\n  - check: nope\n    reason: r\n    owner: me\n"
      "    expires: 2030-01-01\n",
      "p.yaml:11: waivers[0].check: no check with id 'nope'"),
+    ("waiver of one group", BASE + "waivers:\n  - check: dp\n    group: F\n    reason: r\n"
+     "    owner: me\n    expires: 2030-01-01\n",
+     "p.yaml:12: waivers[0].group: group-level waivers are not supported: checks are decided "
+     "per grouping, so waive the grouping"),
+    ("waiver of a grouping the check is not on", BASE + "    on: [sex]\nwaivers:\n  - check: dp"
+     "\n    grouping: race\n    reason: r\n    owner: me\n    expires: 2030-01-01\n",
+     "p.yaml:13: waivers[0].grouping: check 'dp' is not decided on grouping race (it is on: sex)"),
+    ("blank waiver reason", BASE + "waivers:\n  - check: dp\n    reason: '  '\n    owner: me\n"
+     "    expires: 2030-01-01\n",
+     "p.yaml:12: waivers[0].reason: must not be blank"),
+    ("bad waiver date", BASE + "waivers:\n  - check: dp\n    reason: r\n    owner: me\n"
+     "    expires: '31/01/2030'\n",
+     "p.yaml:14: waivers[0].expires: expires must be a date YYYY-MM-DD, got '31/01/2030'"),
     ("syntax", "version: 1\naudit: [\n", "p.yaml:3: not valid YAML: expected the node "
      "content, but found '<stream end>'"),
     ("not a mapping", "- 1\n- 2\n", "p.yaml:1: the policy must be a mapping of keys, got list"),
@@ -133,6 +146,12 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
         "on_undefined, alpha, description)",
         "  p.yaml:11: model.threshold: input should be less than or equal to 1, got 2",
     ]
+
+
+def test_quoted_waiver_date_is_read_as_a_date(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(BASE + "waivers:\n  - {check: dp, reason: r, owner: me, expires: '2030-01-31'}\n")
+    assert str(load_policy(path).policy.waivers[0].expires) == "2030-01-31"
 
 
 def test_missing_policy_file(tmp_path: Path) -> None:

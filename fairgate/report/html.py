@@ -18,6 +18,7 @@ from fairgate.counts import Grouping
 from fairgate.evaluate import GroupRow
 from fairgate.gate import BoundResult, CheckResult, Status
 from fairgate.outcome import GateReport
+from fairgate.report.json import num
 from fairgate.report.markdown import (
     RATES,
     alpha_of,
@@ -29,10 +30,11 @@ from fairgate.report.markdown import (
     group_label,
     grouping_name,
     models_text,
+    show,
+    show_interval,
     significant,
     status_text,
 )
-from fairgate.report.terminal import fmt, fmt_interval
 from fairgate.stats import Interval
 
 CHART_GROUPS = 30  # groups drawn per grouping (the rest are in the table and report.json)
@@ -71,15 +73,16 @@ def _e(text: object) -> str:
 
 
 def _dv(x: float | None) -> str:
-    """Exact value for ``data-value``; empty when undefined."""
-    return "" if x is None or math.isnan(x) else repr(float(x))
+    """The value as report.json has it, for ``data-value``; empty when undefined."""
+    v = num(x)
+    return "" if v is None else repr(v)
 
 
 def _num_td(field: str, x: float, interval: Interval | None = None, signed: bool = False) -> str:
-    ci = f' <span class="ci">{_e(fmt_interval(interval, signed))}</span>' if interval else ""
+    ci = f' <span class="ci">{_e(show_interval(interval, signed))}</span>' if interval else ""
     lo_hi = (f' data-lo="{_dv(interval.lo)}" data-hi="{_dv(interval.hi)}"' if interval else "")
     return (f'<td class="num" data-field="{field}" data-value="{_dv(x)}"{lo_hi}>'
-            f"{_e(fmt(x, signed))}{ci}</td>")
+            f"{_e(show(x, signed))}{ci}</td>")
 
 
 def _table(header: Sequence[str], rows: Sequence[str], cls: str = "") -> str:
@@ -174,7 +177,7 @@ def _forest(results: Sequence[CheckResult]) -> str:
         y = top + row_h * i + row_h / 2
         v, color = r.value, COLOR[r.status]
         tip = (f"{r.check.id} [{grouping_name(r.key.grouping)}]: {status_text(r)}\n"
-               f"change {fmt(v.delta, True)} {fmt_interval(v.delta_interval, True)}\n{r.reason}")
+               f"change {show(v.delta, True)} {show_interval(v.delta_interval, True)}\n{r.reason}")
         row = [f'<g class="check-row" data-check="{_e(r.check.id)}" '
                f'data-grouping="{_e(grouping_name(r.key.grouping))}"><title>{_e(tip)}</title>',
                f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end">'
@@ -200,7 +203,7 @@ def _forest(results: Sequence[CheckResult]) -> str:
             row.append(f'<circle cx="{scale(v.delta):.2f}" cy="{y:.1f}" r="5" fill="{color}" '
                        f'data-value="{_dv(v.delta)}"/>')
         row.append(f'<text x="{label_w + plot_w + 10}" y="{y + 4:.1f}" fill="{color}">'
-                   f"{_e(status_text(r))} {_e(fmt(v.delta, True))}</text></g>")
+                   f"{_e(status_text(r))} {_e(show(v.delta, True))}</text></g>")
         parts.append("".join(row))
     parts.append("</svg>")
     return "".join(parts)
@@ -312,7 +315,7 @@ def _dumbbells(rows: Sequence[GroupRow], alpha: float) -> str:
             y = top + row_h * i + row_h / 2
             t, s = g.teacher_rates[rate], g.student_rates[rate]
             style = "" if g.gated else ' opacity=".55"'
-            tip = f"{group_label(g)} {title}: teacher {fmt(t)} → student {fmt(s)}"
+            tip = f"{group_label(g)} {title}: teacher {show(t)} → student {show(s)}"
             cell = [f'<g data-group="{_e(group_label(g))}"{style}><title>{_e(tip)}</title>']
             if not (math.isnan(t) or math.isnan(s)):
                 cell.append(f'<line x1="{scale(t):.2f}" x2="{scale(s):.2f}" y1="{y:.1f}" '
@@ -341,7 +344,7 @@ def _group_table(rows: Sequence[GroupRow], alpha: float) -> str:
         cells = "".join(
             f'<td class=num data-field="{role}_{rate}" '
             f'data-value="{_dv(getattr(g, role + "_rates")[rate])}">'
-            f'{_e(fmt(getattr(g, role + "_rates")[rate]))}</td>'
+            f'{_e(show(getattr(g, role + "_rates")[rate]))}</td>'
             for rate, _ in RATES for role in ("teacher", "student"))
         p = g.mcnemar_p_holm
         p_text = "—" if p is None else f"{p:.3g}" + (" ★" if significant(g, alpha) else "")

@@ -19,7 +19,8 @@ from fairgate.counts import Grouping
 from fairgate.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.gate import CheckResult, Status
 from fairgate.outcome import GateReport
-from fairgate.report.terminal import fmt, fmt_interval
+from fairgate.report.json import num
+from fairgate.report.terminal import fmt
 from fairgate.stats import Interval
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes GitHub accepts in one step's summary
@@ -80,8 +81,17 @@ def status_text(r: CheckResult) -> str:
 
 def value_text(x: float, interval: Interval | None = None, signed: bool = False) -> str:
     """A value with its interval when there is one: ``0.1991 [0.1876, 0.2104]``."""
-    text = fmt(x, signed)
-    return text + " " + fmt_interval(interval, signed) if interval is not None else text
+    text = show(x, signed)
+    return text + " " + show_interval(interval, signed) if interval is not None else text
+
+
+def show(x: float | None, signed: bool = False) -> str:
+    """A number as report.json has it (12 significant digits), to 4 decimals."""
+    return fmt(num(x), signed)
+
+
+def show_interval(i: Interval | None, signed: bool = False) -> str:
+    return "" if i is None else f"[{show(i.lo, signed)}, {show(i.hi, signed)}]"
 
 
 def models_text(report: GateReport) -> tuple[str, str]:
@@ -246,7 +256,7 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
                 if significant(g, alpha):
                     p_text = f"**{p_text}**"
                 body.append([esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}",
-                             *(f"{fmt(g.teacher_rates[k])} → {fmt(g.student_rates[k])}"
+                             *(f"{show(g.teacher_rates[k])} → {show(g.student_rates[k])}"
                                for k, _ in RATES), p_text])
             lines += _table(["group", "n", *(t for _, t in RATES), "McNemar p (Holm)"], body)
         lines += ["", "</details>", ""]

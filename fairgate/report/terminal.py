@@ -6,7 +6,6 @@ then why each non-passing check did not pass, and the groups behind the failures
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -14,6 +13,7 @@ import click
 from fairgate.evaluate import GroupRow
 from fairgate.gate import CheckResult, Status
 from fairgate.outcome import GateReport
+from fairgate.report.json import num
 from fairgate.stats import Interval
 
 _STYLE = {
@@ -29,7 +29,9 @@ _VERDICT = {"pass": ("PASS", "green"), "warn": ("PASS with warnings", "yellow"),
 
 
 def fmt(x: float | None, signed: bool = False) -> str:
-    if x is None or math.isnan(x):
+    """4 decimals of the number report.json holds (so every report shows the same digits)."""
+    x = num(x)
+    if x is None:
         return "undef"
     return f"{x:+.4f}" if signed else f"{x:.4f}"
 
