@@ -8,10 +8,10 @@ peak memory within 1.2x of the 1M-row run.
 
 Each command runs in a fresh subprocess so that peak RSS is per process (``/usr/bin/time
 -v`` when present, else a small wrapper reading ``RUSAGE_CHILDREN``). The floor runs the
-models in two ways (one after the other with onnxruntime's default threads; both at once
-in two threads of one intra-op thread each) and the faster is the floor. A third,
-reference-only reader uses pyarrow's default options (``pre_buffer=True``), which keep
-every column chunk read: its memory grows with the file.
+models in four straightforward ways (see ``FLOORS``: sequential or both at once, with or
+without onnxruntime's spinning threads) and the fastest is the floor. Reference-only runs
+show pyarrow's default reader (``pre_buffer=True`` keeps every column chunk read, so its
+memory grows with the file) and onnxruntime without its memory pattern.
 
     python benchmarks/bench_gate.py                    # 1M rows x3, then 10M rows x1
     python benchmarks/bench_gate.py --rows 1000000     # 1M only
@@ -202,20 +202,22 @@ def floor(args: argparse.Namespace) -> None:
 
     Features go straight into one preallocated float32 matrix (one conversion, no
     intermediate float64 stack); label and sensitive columns are read like the gate reads
-    them. ``--mode threads`` runs teacher and student at once, one intra-op thread each.
+    them. ``--mode threads`` runs teacher and student at once (two Python threads; ORT
+    releases the GIL); ``--intra-threads`` and ``--spin`` set onnxruntime's intra-op pool.
     """
     import onnxruntime as ort
     import pyarrow.parquet as pq
 
-    def session(path: str, threads: int) -> ort.InferenceSession:
+    def session(path: str) -> ort.InferenceSession:
         opts = ort.SessionOptions()
         opts.enable_mem_pattern = args.mem_pattern == "on"
-        if threads:
-            opts.intra_op_num_threads = threads
+        if args.intra_threads:
+            opts.intra_op_num_threads = args.intra_threads
+        if args.spin == "off":
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
-    threads = 1 if args.mode == "threads" else 0
-    teacher, student = session(args.teacher, threads), session(args.student, threads)
+    teacher, student = session(args.teacher), session(args.student)
     columns = [*FEATURES, "label", "sex", "race"]
     pool = ThreadPoolExecutor(2) if args.mode == "threads" else None
     rows = 0
@@ -293,11 +295,10 @@ def measure(what: str, rows: int, argv: list[str], ok: tuple[int, ...] = (0,),
     return Run(what, rows, wall, cpu, got["Maximum resident set size (kbytes)"] / 1024)
 
 
-def floor_argv(inp: Inputs, mode: str, reader: str, pattern: str,
-               batch_rows: int) -> list[str]:
+def floor_argv(inp: Inputs, options: tuple[str, ...], batch_rows: int) -> list[str]:
     return [sys.executable, __file__, "floor", "--data", str(inp.data), "--teacher",
-            str(inp.teacher), "--student", str(inp.student), "--mode", mode,
-            "--reader", reader, "--mem-pattern", pattern, "--batch-rows", str(batch_rows)]
+            str(inp.teacher), "--student", str(inp.student), "--batch-rows", str(batch_rows),
+            *options]
 
 
 @dataclass(frozen=True)
@@ -351,9 +352,9 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
             warm(inp.data)
             repeat = args.repeat if rows == args.rows[0] else args.repeat_large
             for i in range(repeat):
-                for name, mode, reader, pattern in FLOORS:
-                    runs.append(measure(name, rows, floor_argv(inp, mode, reader, pattern,
-                                                               args.batch_rows)))
+                for name, options in FLOORS:
+                    runs.append(measure(name, rows,
+                                        floor_argv(inp, options, args.batch_rows)))
                     _show(runs[-1], i)
                 for v in [Variant("fairgate", None, ()), *args.variant]:
                     report = out / f"{v.name}_{rows}_{i}"
@@ -369,18 +370,23 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
     return {"runs": [asdict(r) for r in runs], "summary": summarize(runs)}
 
 
-# (name, how the two models run, reader options, onnxruntime memory pattern); the floor
-# is the faster of the first two; the others are context only, never the floor
-FLOORS = (
-    ("floor-sequential", "sequential", "fairgate", "on"),
-    ("floor-threads", "threads", "fairgate", "on"),
-    ("ref-pyarrow-defaults", "sequential", "default", "on"),
-    ("ref-no-mem-pattern", "sequential", "fairgate", "off"),
+# The floor is the fastest by median wall time of the "floor-" ways to run the two models
+# (onnxruntime defaults, sequential; both at once with one intra-op thread each; both
+# ways with spinning threads off, which helps on a busy machine). "ref-" runs are context
+# only, never the floor: pyarrow's default reader options, and onnxruntime's memory
+# pattern off (what fairgate would need to be compared with if it turned it off).
+FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("floor-sequential", ("--mode", "sequential")),
+    ("floor-threads", ("--mode", "threads", "--intra-threads", "1")),
+    ("floor-sequential-nospin", ("--mode", "sequential", "--spin", "off")),
+    ("floor-threads-nospin", ("--mode", "threads", "--spin", "off")),
+    ("ref-pyarrow-defaults", ("--mode", "sequential", "--reader", "default")),
+    ("ref-no-mem-pattern", ("--mode", "sequential", "--mem-pattern", "off")),
 )
 
 
 def _show(r: Run, i: int) -> None:
-    print(f"  {r.rows:>11,} rows  {r.what:<20} run {i + 1}: wall {r.wall_s:7.2f} s  "
+    print(f"  {r.rows:>11,} rows  {r.what:<23} run {i + 1}: wall {r.wall_s:7.2f} s  "
           f"cpu {r.cpu_s:7.2f} s  peak {r.peak_rss_mib:6.0f} MiB", flush=True)
 
 
@@ -399,20 +405,20 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, object]]:
 
 
 def table(summary: dict[str, dict[str, object]]) -> str:
-    lines = [f"{'rows':>11}  {'command (median of n)':<28} {'wall s':>8} {'cpu s':>8} "
+    lines = [f"{'rows':>11}  {'command (median of n)':<32} {'wall s':>8} {'cpu s':>8} "
              f"{'peak MiB':>9}"]
     for rows, s in summary.items():
         med: dict[str, dict[str, float]] = s["median"]  # type: ignore[assignment]
         for what, m in med.items():
             mark = "  <- floor" if what == s["floor"] else ""
             label = f"{what} (n={m['n']:.0f})"
-            lines.append(f"{int(rows):>11,}  {label:<28} "
+            lines.append(f"{int(rows):>11,}  {label:<32} "
                          f"{m['wall_s']:8.2f} {m['cpu_s']:8.2f} {m['peak_rss_mib']:9.0f}{mark}")
         f = med[str(s["floor"])]
         for what, g in med.items():
             if what.startswith(("floor-", "ref-")):
                 continue
-            lines.append(f"{int(rows):>11,}  {what + ' / floor':<28} "
+            lines.append(f"{int(rows):>11,}  {what + ' / floor':<32} "
                          f"{g['wall_s'] / f['wall_s']:7.2f}x {g['cpu_s'] / f['cpu_s']:7.2f}x "
                          f"{g['peak_rss_mib'] / f['peak_rss_mib']:8.2f}x"
                          "   (targets: wall <= 1.30x, peak <= 1.00x)")
@@ -439,6 +445,9 @@ def main() -> None:
     f.add_argument("--reader", choices=("fairgate", "default"), default="fairgate")
     f.add_argument("--mem-pattern", choices=("on", "off"), default="on",
                    help="onnxruntime's enable_mem_pattern (on: its default)")
+    f.add_argument("--intra-threads", type=int, default=0, help="0: onnxruntime's default")
+    f.add_argument("--spin", choices=("on", "off"), default="on",
+                   help="session.intra_op.allow_spinning (on: onnxruntime's default)")
     f.add_argument("--batch-rows", type=int, default=BATCH_ROWS)
     p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     p.add_argument("--repeat", type=int, default=3, help="runs at the smallest size (median)")

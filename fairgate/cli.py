@@ -150,19 +150,33 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
     request = CompareRequest(policy=policy, data=data, teacher=teacher, candidates=candidates,
                              teacher_scores=teacher_scores, candidate_scores=candidate_scores,
                              out=out, seed=seed, batch_rows=batch_size)
+    if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
+        from fairgate.policy import load_policy
+        from fairgate.tracking import parent_of, target_of
+
+        target_of(load_policy(policy))
+        parent_of(parent_run)
     result = run_compare(request)
     write_comparison(result, out)
     click.echo(render_terminal(result), nl=False)
-    if not no_mlflow:
+    if not no_mlflow:  # logging never changes the ranking; mlflow.required makes it exit 3
+        from fairgate.errors import TrackingError
         from fairgate.tracking import log_gate_run
 
+        missed = []
         for cand in result.candidates:
-            try:  # logging never changes the ranking or the exit code
+            try:
                 logged = log_gate_run(cand.report, out / cand.name, parent_run)
-                click.echo(f"{cand.name}: {logged.message}", err=not logged.ok)
+                ok, message = logged.ok, logged.message
             except Exception as e:
-                click.echo(f"{cand.name}: MLflow: run NOT logged: {type(e).__name__}: {e}",
-                           err=True)
+                ok, message = False, f"MLflow: run NOT logged: {type(e).__name__}: {e}"
+            click.echo(f"{cand.name}: {message}", err=not ok)
+            if not ok:
+                missed.append(cand.name)
+        if missed and result.candidates[0].report.policy.policy.mlflow.required:
+            raise TrackingError(f"the policy requires MLflow logging (mlflow.required: true) and "
+                                f"the runs of {', '.join(missed)} were not logged; the "
+                                f"comparison's own exit code was {result.exit_code}")
     sys.exit(result.exit_code)
 
 

@@ -38,6 +38,7 @@ from fairgate.evaluate import MetricValue
 from fairgate.gate import Status, Verdict
 from fairgate.outcome import GateReport
 from fairgate.report import write_atomic, write_reports
+from fairgate.report.json import num as json_number
 from fairgate.run import GateRequest, run_gate
 
 SCHEMA_VERSION = 1
@@ -167,7 +168,10 @@ def rank(scored: Sequence[Scored], senses: Sequence[Sense] = SENSES) -> list[Ran
 
 
 def _value_of(v: MetricValue, role: Role) -> tuple[float, str | None]:
-    return (v.teacher, v.teacher_reason) if role == "teacher" else (v.student, v.student_reason)
+    """The value at report.json's precision, so the ranking is the same on every machine."""
+    x, why = (v.teacher, v.teacher_reason) if role == "teacher" else (v.student, v.student_reason)
+    rounded = json_number(x)
+    return (math.nan if rounded is None else rounded), why
 
 
 def objective_value(report: GateReport, objective: Objective, role: Role = "student") -> ObjectiveValue:

@@ -308,8 +308,9 @@ def test_usage_and_input_errors(synthetic, write_policy, run_cli, tmp_path) -> N
     assert r.exit_code == 2 and "bogus" in r.stderr
 
 
+@pytest.mark.parametrize("required", [False, True])
 def test_mlflow_failures_do_not_change_the_result(synthetic, write_policy, run_cli, tmp_path,
-                                                  monkeypatch) -> None:
+                                                  monkeypatch, required) -> None:
     calls: list[tuple[str, Path]] = []
 
     def flaky(report, out, parent_run=None):
@@ -320,12 +321,48 @@ def test_mlflow_failures_do_not_change_the_result(synthetic, write_policy, run_c
 
     monkeypatch.setattr(fairgate.tracking, "log_gate_run", flaky)
     data = _two_candidates(synthetic)
-    policy = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.5"))
+    text = SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.5")
+    if required:
+        text += "mlflow:\n  required: true\n"
     out = tmp_path / "m"
-    r = run_cli("compare", "--policy", policy, "--data", data, "--teacher-scores", "t",
+    r = run_cli("compare", "--policy", write_policy(text), "--data", data, "--teacher-scores", "t",
                 "--candidate-scores", "s", "--candidate-scores", "s2", "--out", out)
-    assert r.exit_code == 0
+    assert r.exit_code == (3 if required else 0), r.stderr
     assert calls == [("s", out / "s"), ("s2", out / "s2")]
     assert "s: MLflow: run NOT logged: server down" in r.stderr
     assert "s2: MLflow: run NOT logged: RuntimeError: boom" in r.stderr
     assert (out / "s" / "report.json").exists() and (out / "compare.json").exists()
+    assert ("the runs of s, s2 were not logged; the comparison's own exit code was 0"
+            in r.stderr) == required
+
+
+def test_mlflow_one_run_per_candidate_in_the_default_store(synthetic, write_policy, run_cli,
+                                                           tmp_path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    data = _two_candidates(synthetic)
+    policy = write_policy(SYNTHETIC_POLICY + "mlflow:\n  timeout: 120\n")
+    out = tmp_path / "ml"
+    r = run_cli("compare", "--policy", policy, "--data", data, "--teacher-scores", "t",
+                "--candidate-scores", "s", "--candidate-scores", "s2", "--out", out)
+    summary = json.loads((out / "compare.json").read_text())
+    assert r.exit_code == summary["exit_code"], r.stderr
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # run_cli works in tmp_path
+    runs = client.search_runs([client.get_experiment_by_name("fairgate").experiment_id])
+    verdicts = {c["name"]: c["verdict"] for c in summary["candidates"]}
+    assert {run.info.run_name: run.data.tags["fairgate.verdict"] for run in runs} == {
+        f"{name} vs t": verdict for name, verdict in verdicts.items()}
+    assert r.stdout.count("MLflow: logged run") == 2
+
+
+def test_malformed_tracking_uri_exits_2_before_any_gate(synthetic, write_policy, run_cli,
+                                                        tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "htp://127.0.0.1:5000")
+    out = tmp_path / "bad-uri"
+    r = compare_scores(run_cli, write_policy(SYNTHETIC_POLICY), _two_candidates(synthetic), out)
+    assert r.exit_code == 0  # --no-mlflow: the URI is never looked at
+    out2 = tmp_path / "bad-uri-2"
+    r = run_cli("compare", "--policy", write_policy(SYNTHETIC_POLICY), "--data", synthetic,
+                "--teacher-scores", "t", "--candidate-scores", "s", "--out", out2)
+    assert r.exit_code == 2 and "unknown scheme 'htp'" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out2.exists()

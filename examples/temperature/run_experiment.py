@@ -55,8 +55,6 @@ TEMPERATURES = (1, 2, 4, 6, 8, 10)
 ALPHA = 0.7
 EPOCHS, LR, HIDDEN = 12, 3e-3, 16
 TEACHER_EPOCHS = 6  # batch orders the teacher consumed in build.py
-GROUPINGS = ("sex", "race")
-METRICS = {"dp": "demographic_parity_difference", "eo": "equalized_odds_difference"}
 
 
 def load_build():
@@ -192,6 +190,22 @@ def kpi(report: dict, metric: str, grouping: str | None) -> dict:
     return next(k for k in report["kpis"] if k["metric"] == metric and k["grouping"] == want)
 
 
+# column: (metric, grouping or None for the whole audit set, title, which way is fairer)
+COLUMNS: dict[str, tuple[str, str | None, str, str]] = {
+    "accuracy": ("accuracy", None, "accuracy", "higher is better"),
+    "dp_sex": ("demographic_parity_difference", "sex", "DP diff (sex)", "lower is fairer"),
+    "dp_race": ("demographic_parity_difference", "race", "DP diff (race)", "lower is fairer"),
+    "eo_sex": ("equalized_odds_difference", "sex", "EO diff (sex)", "lower is fairer"),
+    "eo_race": ("equalized_odds_difference", "race", "EO diff (race)", "lower is fairer"),
+    "lipschitz": ("individual_lipschitz", None, "I(f) Lipschitz", "lower is fairer"),
+    "knn": ("knn_consistency", None, "kNN consistency", "higher is fairer"),
+    "cf_sex": ("counterfactual_flip_rate", None, "CF flip rate (sex)", "lower is fairer"),
+}
+TITLES = {c: spec[2] for c, spec in COLUMNS.items()}
+GROUP_COLS = ["accuracy", "dp_sex", "dp_race", "eo_sex", "eo_race"]
+INDIVIDUAL_COLS = ["lipschitz", "knn", "cf_sex"]
+
+
 def collect(out: Path, info: dict[str, dict]) -> tuple[list[dict], dict]:
     summary = json.loads((out / "compare.json").read_text())
     rows = []
@@ -203,19 +217,13 @@ def collect(out: Path, info: dict[str, dict]) -> tuple[list[dict], dict]:
                "seed": meta["seed"], "verdict": c["verdict"],
                "failed_checks": "; ".join(c["failed_checks"]), "rank": c["rank"],
                "on_front": c["on_front"]}
-        acc = kpi(rep, "accuracy", None)
-        row["accuracy"] = acc["student"]
-        row["accuracy_delta"] = acc["delta"]
-        row["accuracy_delta_lo"], row["accuracy_delta_hi"] = acc["interval"]["delta"]
-        teacher["accuracy"] = acc["teacher"]
-        for short, metric in METRICS.items():
-            for g in GROUPINGS:
-                k = kpi(rep, metric, g)
-                col = f"{short}_{g}"
-                row[col] = k["student"]
-                row[f"{col}_delta"] = k["delta"]
-                row[f"{col}_delta_lo"], row[f"{col}_delta_hi"] = k["interval"]["delta"]
-                teacher[col] = k["teacher"]
+        for col, (metric, grouping, _, _) in COLUMNS.items():
+            k = kpi(rep, metric, grouping)
+            row[col] = k["student"]
+            row[f"{col}_delta"] = k["delta"]
+            row[f"{col}_delta_lo"], row[f"{col}_delta_hi"] = k["interval"]["delta"]
+            if teacher.setdefault(col, k["teacher"]) != k["teacher"]:
+                raise SystemExit(f"{c['name']}: the teacher's {col} differs between reports")
         rows.append(row)
     order = {t: i for i, t in enumerate([*TEMPERATURES, "NDS"])}
     rows.sort(key=lambda r: (order[r["T"]], r["seed"]))
@@ -223,10 +231,6 @@ def collect(out: Path, info: dict[str, dict]) -> tuple[list[dict], dict]:
 
 
 # --------------------------------------------------------------------------- outputs
-
-VALUE_COLS = ["accuracy", "dp_sex", "dp_race", "eo_sex", "eo_race"]
-TITLES = {"accuracy": "accuracy", "dp_sex": "DP diff (sex)", "dp_race": "DP diff (race)",
-          "eo_sex": "EO diff (sex)", "eo_race": "EO diff (race)"}
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -258,94 +262,114 @@ def trend(rows: list[dict], col: str) -> str:
     return f"rho = {rho:+.2f} (p = {p:.2g}, n = {len(pts)})"
 
 
-def paired_vs_nds(rows: list[dict]) -> list[str]:
+def summary_table(rows: list[dict], teacher: dict, cols: list[str]) -> list[str]:
+    """Mean ± sd over seeds per T, the mean change vs the teacher, and the verdicts."""
+    deltas = [c for c in cols if c != "accuracy"]
+    lines = [
+        "| T | " + " | ".join(TITLES[c] for c in cols) + " | "
+        + " | ".join(f"Δ {TITLES[c]}" for c in deltas) + " | verdicts |",
+        "|---|" + "---:|" * (len(cols) + len(deltas)) + "---|",
+        "| teacher | " + " | ".join(f"{teacher[c]:.4f}" for c in cols) + " |"
+        + " |" * len(deltas) + " |",
+    ]
+    for T, group in by_T(rows).items():
+        cells = []
+        for c in cols:
+            m, sd = mean_sd([r[c] for r in group])
+            cells.append(f"{m:.4f} ± {sd:.4f}")
+        for c in deltas:
+            m, _ = mean_sd([r[f"{c}_delta"] for r in group])
+            cells.append(f"{m:+.4f}")
+        verdicts = [r["verdict"] for r in group]
+        vtext = ", ".join(f"{v} {verdicts.count(v)}/{len(group)}"
+                          for v in ("pass", "warn", "fail") if v in verdicts)
+        lines.append(f"| {T} | " + " | ".join(cells) + f" | {vtext} |")
+    return lines
+
+
+def paired_vs_nds(rows: list[dict], cols: list[str]) -> list[str]:
     nds = {r["seed"]: r for r in rows if r["T"] == "NDS"}
-    lines = []
+    lines = ["| T | " + " | ".join(TITLES[c] for c in cols) + " |",
+             "|---|" + "---:|" * len(cols)]
     for T, group in by_T(rows).items():
         if T == "NDS":
             continue
         cells = []
-        for c in VALUE_COLS:
+        for c in cols:
             m, sd = mean_sd([r[c] - nds[r["seed"]][c] for r in group])
             cells.append(f"{m:+.4f} ± {sd:.4f}")
         lines.append(f"| {T} | " + " | ".join(cells) + " |")
     return lines
 
 
+def per_student(rows: list[dict], cols: list[str], tail: bool) -> list[str]:
+    extra = " verdict | failed checks |" if tail else ""
+    lines = ["| T | seed | " + " | ".join(TITLES[c] for c in cols) + " |" + extra,
+             "|---|---|" + "---|" * len(cols) + ("---|---|" if tail else "")]
+    for r in rows:
+        cells = [f"{r[c]:.4f}<br>Δ {r[c + '_delta']:+.4f} "
+                 f"[{r[c + '_delta_lo']:+.4f}, {r[c + '_delta_hi']:+.4f}]" for c in cols]
+        end = f" {r['verdict']} | {r['failed_checks'] or '-'} |" if tail else ""
+        lines.append(f"| {r['T']} | {r['seed']} | " + " | ".join(cells) + " |" + end)
+    return lines
+
+
 def write_markdown(rows: list[dict], teacher: dict, seeds: list[int], path: Path) -> None:
     n = len(seeds)
+    directions = "; ".join(f"{TITLES[c]}: {COLUMNS[c][3]}" for c in COLUMNS)
     lines = [
         "# Temperature experiment: results",
         "",
         f"Generated by `run_experiment.py` (seeds {', '.join(map(str, seeds))}; policy "
         "`examples/temperature/policy.yaml`; audit set `examples/adult/audit.parquet`, "
-        "15,060 rows; teacher `examples/adult/teacher.onnx`). Values are the students' own "
-        "metric values at threshold 0.5; DP diff = demographic_parity_difference and EO diff "
-        "= equalized_odds_difference (max − min over the gated groups), as computed by "
-        "fairgate.",
+        "15,060 rows; teacher `examples/adult/teacher.onnx`). Every number is read from the "
+        "report.json that `fairgate compare` wrote for the student. Decisions at threshold "
+        "0.5. DP diff = demographic_parity_difference, EO diff = equalized_odds_difference "
+        "(max − min over the gated groups). I(f) = mean |p(x) − p(x')| / d(x, x') over 200,000 "
+        "sampled pairs of audit rows (positive-class probability; Euclidean distance over "
+        "the model inputs other than sex and race, numerics standardized, categories "
+        "one-hot); kNN consistency = 1 − mean |ŷ − mean ŷ of "
+        "the 5 nearest neighbours| over 5,000 query rows; CF flip rate (sex) = share of rows "
+        "whose decision changes when only `sex` is set to the other value. "
+        f"Directions: {directions}.",
         "",
-        f"## Mean ± sd over {n} seeds",
+        f"## Group fairness: mean ± sd over {n} seeds",
         "",
-        "Δ = student − teacher, mean over seeds. Verdict: how many seeds passed the policy.",
+        "Δ = student − teacher, mean over seeds. Verdicts: how many seeds passed the policy "
+        "(the policy bounds group fairness and accuracy only).",
         "",
-        "| T | " + " | ".join(TITLES[c] for c in VALUE_COLS) + " | "
-        + " | ".join(f"Δ {TITLES[c]}" for c in VALUE_COLS[1:]) + " | verdicts |",
-        "|---|" + "---:|" * (2 * len(VALUE_COLS) - 1) + "---|",
-        "| teacher | " + " | ".join(f"{teacher[c]:.4f}" for c in VALUE_COLS) + " |"
-        + " |" * (len(VALUE_COLS) - 1) + " |",
-    ]
-    for T, group in by_T(rows).items():
-        cells = []
-        for c in VALUE_COLS:
-            m, sd = mean_sd([r[c] for r in group])
-            cells.append(f"{m:.4f} ± {sd:.4f}")
-        for c in VALUE_COLS[1:]:
-            m, _ = mean_sd([r[f"{c}_delta"] for r in group])
-            cells.append(f"{m:+.4f}")
-        verdicts = [r["verdict"] for r in group]
-        vtext = ", ".join(f"{v} {verdicts.count(v)}/{len(group)}"
-                          for v in ("pass", "warn", "fail") if v in verdicts)
-        label = "NDS" if T == "NDS" else f"{T}"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {vtext} |")
-    lines += [
+        *summary_table(rows, teacher, GROUP_COLS),
         "",
-        "Individual fairness (the Lipschitz measure and kNN consistency of issue 6) is NOT in "
-        "this table: it is being added to fairgate separately, and no number is given here "
-        "until fairgate computes it.",
+        f"## Individual fairness: mean ± sd over {n} seeds",
+        "",
+        *summary_table(rows, teacher, INDIVIDUAL_COLS),
         "",
         "## Distilled student minus NDS, paired by seed",
         "",
         "Seed k gives the distilled students and the NDS the same initial weights and batch "
         "order, so distilled(T, k) − NDS(k) isolates the effect of the teacher's soft labels. "
-        f"Mean ± sd over the {n} seeds; negative = the distilled student is fairer "
-        "(or, for accuracy, less accurate).",
+        f"Mean ± sd over the {n} seeds.",
         "",
-        "| T | " + " | ".join(TITLES[c] for c in VALUE_COLS) + " |",
-        "|---|" + "---:|" * len(VALUE_COLS),
-        *paired_vs_nds(rows),
+        *paired_vs_nds(rows, [*GROUP_COLS, *INDIVIDUAL_COLS]),
         "",
         "## Monotone trend against T (distilled students only, every seed)",
         "",
         "| metric | Spearman's rho vs T |",
         "|---|---|",
-        *(f"| {TITLES[c]} | {trend(rows, c)} |" for c in VALUE_COLS),
+        *(f"| {TITLES[c]} | {trend(rows, c)} |" for c in COLUMNS),
         "",
         "## Every student: value, and the paired change vs the teacher with its 95% interval",
         "",
-        "Intervals: fairgate's paired bootstrap (2,000 multinomial resamples of the joint "
-        "teacher × student counts, percentile, seed 0), i.e. uncertainty over the audit rows "
-        "for one trained student; it does not include training-seed variation.",
+        "Intervals: fairgate's paired intervals (group metrics: 2,000 multinomial bootstrap "
+        "resamples of the joint teacher × student counts, percentile, seed 0; individual "
+        "metrics: normal intervals from the standard errors of the paired estimates on the row "
+        "sample), i.e. uncertainty over the "
+        "audit rows for one trained student; they do not include training-seed variation.",
         "",
-        "| T | seed | " + " | ".join(TITLES[c] for c in VALUE_COLS) + " | verdict | failed checks |",
-        "|---|---|" + "---|" * len(VALUE_COLS) + "---|---|",
+        *per_student(rows, GROUP_COLS, tail=True),
+        "",
+        *per_student(rows, INDIVIDUAL_COLS, tail=False),
     ]
-    for r in rows:
-        cells = []
-        for c in VALUE_COLS:
-            cells.append(f"{r[c]:.4f}<br>Δ {r[c + '_delta']:+.4f} "
-                         f"[{r[c + '_delta_lo']:+.4f}, {r[c + '_delta_hi']:+.4f}]")
-        lines.append(f"| {r['T']} | {r['seed']} | " + " | ".join(cells)
-                     + f" | {r['verdict']} | {r['failed_checks'] or '-'} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -357,8 +381,9 @@ def plot(rows: list[dict], teacher: dict, path: Path) -> None:
 
     groups = by_T(rows)
     Ts = [t for t in groups if t != "NDS"]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    for ax, col in zip(axes.flat, ["dp_sex", "dp_race", "eo_sex", "eo_race"], strict=True):
+    panels = ["dp_sex", "dp_race", "eo_sex", "eo_race", "lipschitz", "knn", "cf_sex", "accuracy"]
+    fig, axes = plt.subplots(4, 2, figsize=(10, 13), sharex=True)
+    for ax, col in zip(axes.flat, panels, strict=True):
         stats = [mean_sd([r[col] for r in groups[t]]) for t in Ts]
         ax.errorbar(Ts, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o",
                     capsize=3, label="distilled student (mean ± sd over seeds)")
@@ -369,17 +394,17 @@ def plot(rows: list[dict], teacher: dict, path: Path) -> None:
         m, sd = mean_sd([r[col] for r in groups["NDS"]])
         ax.axhline(m, color="C3", ls="--", lw=1.2, label="NDS (mean ± sd)")
         ax.axhspan(m - sd, m + sd, color="C3", alpha=0.12)
-        ax.set_title(TITLES[col])
+        ax.set_title(f"{TITLES[col]} ({COLUMNS[col][3]})", fontsize=10)
         ax.set_xticks(Ts)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("distillation temperature T")
     axes[0, 0].legend(fontsize=8, loc="best")
     n = len(groups["NDS"])
-    fig.suptitle(f"UCI Adult audit set: student fairness vs distillation temperature "
-                 f"({n} seeds; lower is fairer)", fontsize=11)
+    fig.suptitle(f"UCI Adult audit set: students distilled at temperature T ({n} seeds)",
+                 fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
