@@ -83,9 +83,9 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
           formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None, seed: int | None,
           batch_size: int, color: bool | None) -> None:
     """Gate a student model against its teacher on an audit set."""
+    from fairgate.policy import load_policy
     from fairgate.report import write_reports
     from fairgate.report.terminal import TerminalReporter
-    from fairgate.policy import load_policy
     from fairgate.run import GateRequest, evaluate_policy
 
     request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,

@@ -34,21 +34,23 @@ class Rate:
     empty: str  # what a zero denominator means, for messages
 
 
+_NO_ROWS, _NO_POS, _NO_NEG = "no rows", "no positive labels", "no negative labels"
+_NO_PP, _NO_PN = "no positive predictions", "no negative predictions"
 RATES: dict[str, Rate] = {
     r.name: r
     for r in (
-        Rate("selection_rate", "(TP+FP)/n", "share predicted positive", ("tp", "fp"), ("n",), "no rows"),
-        Rate("tpr", "TP/(TP+FN)", "true positive rate (recall)", ("tp",), ("tp", "fn"), "no positive labels"),
-        Rate("fnr", "FN/(TP+FN)", "false negative rate", ("fn",), ("tp", "fn"), "no positive labels"),
-        Rate("fpr", "FP/(FP+TN)", "false positive rate", ("fp",), ("fp", "tn"), "no negative labels"),
-        Rate("tnr", "TN/(FP+TN)", "true negative rate (specificity)", ("tn",), ("fp", "tn"), "no negative labels"),
-        Rate("precision", "TP/(TP+FP)", "positive predictive value", ("tp",), ("tp", "fp"), "no positive predictions"),
-        Rate("fdr", "FP/(TP+FP)", "false discovery rate", ("fp",), ("tp", "fp"), "no positive predictions"),
-        Rate("npv", "TN/(TN+FN)", "negative predictive value", ("tn",), ("tn", "fn"), "no negative predictions"),
-        Rate("for", "FN/(TN+FN)", "false omission rate", ("fn",), ("tn", "fn"), "no negative predictions"),
-        Rate("accuracy", "(TP+TN)/n", "share decided correctly", ("tp", "tn"), ("n",), "no rows"),
-        Rate("error_rate", "(FP+FN)/n", "share decided wrongly", ("fp", "fn"), ("n",), "no rows"),
-        Rate("prevalence", "(TP+FN)/n", "share with a positive label", ("tp", "fn"), ("n",), "no rows"),
+        Rate("selection_rate", "(TP+FP)/n", "share predicted positive", ("tp", "fp"), ("n",), _NO_ROWS),
+        Rate("tpr", "TP/(TP+FN)", "true positive rate (recall)", ("tp",), ("tp", "fn"), _NO_POS),
+        Rate("fnr", "FN/(TP+FN)", "false negative rate", ("fn",), ("tp", "fn"), _NO_POS),
+        Rate("fpr", "FP/(FP+TN)", "false positive rate", ("fp",), ("fp", "tn"), _NO_NEG),
+        Rate("tnr", "TN/(FP+TN)", "true negative rate (specificity)", ("tn",), ("fp", "tn"), _NO_NEG),
+        Rate("precision", "TP/(TP+FP)", "positive predictive value", ("tp",), ("tp", "fp"), _NO_PP),
+        Rate("fdr", "FP/(TP+FP)", "false discovery rate", ("fp",), ("tp", "fp"), _NO_PP),
+        Rate("npv", "TN/(TN+FN)", "negative predictive value", ("tn",), ("tn", "fn"), _NO_PN),
+        Rate("for", "FN/(TN+FN)", "false omission rate", ("fn",), ("tn", "fn"), _NO_PN),
+        Rate("accuracy", "(TP+TN)/n", "share decided correctly", ("tp", "tn"), ("n",), _NO_ROWS),
+        Rate("error_rate", "(FP+FN)/n", "share decided wrongly", ("fp", "fn"), ("n",), _NO_ROWS),
+        Rate("prevalence", "(TP+FN)/n", "share with a positive label", ("tp", "fn"), ("n",), _NO_ROWS),
     )
 }
 
@@ -192,7 +194,7 @@ def generalized_entropy_index(conf: Array, alpha: float) -> Array:
     """
     c = cells(conf)
     n = c["n"]
-    benefit = np.broadcast_to(np.array([0.0, 1.0, 2.0]), n.shape + (3,))
+    benefit = np.broadcast_to(np.array([0.0, 1.0, 2.0]), (*n.shape, 3))
     weight = np.stack([divide(c["fn"], n), divide(c["tp"] + c["tn"], n), divide(c["fp"], n)], -1)
     mean = divide(c["tp"] + c["tn"] + 2.0 * c["fp"], n)
     out = _ge_terms(benefit, weight, mean, alpha)

@@ -207,16 +207,16 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], where: str) -> 
             line = key.start_mark.line + 1
             if name in seen:
                 raise PolicyError(
-                    f"{where}:{line}: {_dotted(path + (name,))}: duplicate key "
+                    f"{where}:{line}: {_dotted((*path, name))}: duplicate key "
                     f"(first given on line {seen[name]})"
                 )
             seen[name] = line
-            lines[path + (name,)] = line
-            _walk(value, path + (name,), lines, where)
+            lines[(*path, name)] = line
+            _walk(value, (*path, name), lines, where)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            lines[path + (i,)] = item.start_mark.line + 1
-            _walk(item, path + (i,), lines, where)
+            lines[(*path, i)] = item.start_mark.line + 1
+            _walk(item, (*path, i), lines, where)
 
 
 def parse_yaml(text: str, where: str) -> tuple[Any, dict[Path_, int]]:
@@ -379,48 +379,48 @@ def _check_errors(
     cid = c.get("id")
     if isinstance(cid, str):
         if cid in ids:
-            errs.append((at + ("id",), f"duplicate check id {cid!r} (also checks[{ids[cid]}])"))
+            errs.append(((*at, "id"), f"duplicate check id {cid!r} (also checks[{ids[cid]}])"))
         ids.setdefault(cid, at[1])  # type: ignore[arg-type]
     name = c.get("metric")
     if not isinstance(name, str):
         return errs
     metric = CATALOGUE.get(name)
     if metric is None:
-        return [*errs, (at + ("metric",), suggest(name))]
+        return [*errs, ((*at, "metric"), suggest(name))]
     bounds = {b: _num(c[b]) for b in BOUNDS if b in c}
     if not bounds:
         errs.append((at, "a check needs at least one bound: " + ", ".join(BOUNDS)))
     on = c.get("on")
     if isinstance(on, list):
         if metric.scope == "overall":
-            errs.append((at + ("on",), f"{name} is computed over the whole audit set; remove 'on'"))
+            errs.append(((*at, "on"), f"{name} is computed over the whole audit set; remove 'on'"))
         for j, g in enumerate(on):
             group = [g] if isinstance(g, str) else _list(g)
             if not group or any(a not in sens for a in group) or len(set(map(str, group))) != len(group):
-                errs.append((at + ("on", j), f"grouping {group} must name distinct sensitive "
+                errs.append(((*at, "on", j), f"grouping {group} must name distinct sensitive "
                              f"attributes ({', '.join(sens)})"))
     alpha = _num(c.get("alpha"))
     if "alpha" in c and not metric.uses_alpha:
-        errs.append((at + ("alpha",), f"{name} takes no alpha"))
+        errs.append(((*at, "alpha"), f"{name} takes no alpha"))
     elif alpha is not None and alpha <= 0:
-        errs.append((at + ("alpha",), f"alpha must be > 0, got {alpha:g}"))
+        errs.append(((*at, "alpha"), f"alpha must be > 0, got {alpha:g}"))
     for b, v in bounds.items():
         if v is None:
             continue
         if v != v or v in (float("inf"), float("-inf")):
-            errs.append((at + (b,), f"{b} must be a finite number, got {v}"))
+            errs.append(((*at, b), f"{b} must be a finite number, got {v}"))
         elif b.startswith("max_") and v < 0:
-            errs.append((at + (b,), f"{b} must be >= 0 (it bounds how much worse the student "
+            errs.append(((*at, b), f"{b} must be >= 0 (it bounds how much worse the student "
                          f"may get), got {v:g}"))
     hi_, lo_ = bounds.get("max"), bounds.get("min")
     if hi_ is not None and hi_ < metric.lo:
-        errs.append((at + ("max",), f"max {hi_:g} is below {metric.lo:g}, the lowest value "
+        errs.append(((*at, "max"), f"max {hi_:g} is below {metric.lo:g}, the lowest value "
                      f"{name} can take: no model can pass"))
     if lo_ is not None and lo_ > metric.hi:
-        errs.append((at + ("min",), f"min {lo_:g} is above {metric.hi:g}, the highest value "
+        errs.append(((*at, "min"), f"min {lo_:g} is above {metric.hi:g}, the highest value "
                      f"{name} can take: no model can pass"))
     if hi_ is not None and lo_ is not None and lo_ > hi_:
-        errs.append((at + ("min",), f"min {lo_:g} is above max {hi_:g}"))
+        errs.append(((*at, "min"), f"min {lo_:g} is above max {hi_:g}"))
     return errs
 
 

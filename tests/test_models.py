@@ -112,7 +112,7 @@ def test_ambiguous_outputs_name_the_options() -> None:
     with pytest.raises(ModelError) as e:
         predictor("two_float_outputs.onnx")
     assert str(e.value) == (
-        f"student model two_float_outputs.onnx: cannot tell which output holds the scores "
+        "student model two_float_outputs.onnx: cannot tell which output holds the scores "
         "(out_a tensor(float) [N, 2], out_b tensor(float) [N, 2]); set model.output_name to "
         "one of them and model.output to probabilities, logits or labels"
     )
@@ -158,7 +158,7 @@ def test_input_width_mismatch_names_both_shapes() -> None:
 
 
 def test_matrix_input_needs_features() -> None:
-    with pytest.raises(ModelError, match="list its columns in order under model.features"):
+    with pytest.raises(ModelError, match=r"list its columns in order under model\.features"):
         predictor("lr_nozipmap.onnx", features=None)
 
 
