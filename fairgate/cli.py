@@ -51,6 +51,19 @@ def translate_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _gate_inputs(fn: F) -> F:
+    """The options every gating command shares: the policy, the audit set, the teacher."""
+    for option in reversed([
+        click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
+                     help="Policy YAML (see `fairgate policy schema`)."),
+        click.option("--data", "data", required=True, type=click.Path(path_type=Path),
+                     help="Labelled audit set with sensitive columns (.parquet or .csv)."),
+        click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fairgate")
 def main() -> None:
@@ -58,11 +71,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
-              help="Policy YAML (see `fairgate policy schema`).")
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-              help="Labelled audit set with sensitive columns (.parquet or .csv).")
-@click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model.")
+@_gate_inputs
 @click.option("--student", type=click.Path(path_type=Path), help="Student ONNX model.")
 @click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
 @click.option("--student-scores", metavar="COL", help="Audit-set column of student scores.")
@@ -119,11 +128,7 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
 
 
 @main.command()
-@click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
-              help="Policy YAML (see `fairgate policy schema`).")
-@click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-              help="Labelled audit set with sensitive columns (.parquet or .csv).")
-@click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model.")
+@_gate_inputs
 @click.option("--candidate", "candidates", multiple=True, type=click.Path(path_type=Path),
               help="Candidate student ONNX model (repeatable).")
 @click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
