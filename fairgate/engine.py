@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,10 @@ from fairgate.data import AuditSet, LabelSpec
 from fairgate.errors import DataError
 from fairgate.individual import RowSampler, SampledRows
 from fairgate.model import Predictor
+
+
+# the teacher runs here while the student runs in the caller: onnxruntime releases the GIL
+_POOL = ThreadPoolExecutor(1, thread_name_prefix="fairgate-teacher")
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,9 @@ def count_audit(
             continue
         y = label.positives(batch.column(label.column), audit.path, offset, others)
         try:
-            t_score, t = teacher.predict(batch, offset)
+            pending = _POOL.submit(teacher.predict, batch, offset)
             s_score, s = student.predict(batch, offset)
+            t_score, t = pending.result()
         except DataError as e:  # name the file: the predictor only knows the column
             raise DataError(f"{audit.path}: {e}") from None
         if sampler is not None:
