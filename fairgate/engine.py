@@ -13,7 +13,6 @@ from fairgate.errors import DataError
 from fairgate.individual import RowSampler, SampledRows
 from fairgate.model import Predictor
 
-
 # the teacher runs here while the student runs in the caller: onnxruntime releases the GIL
 _POOL = ThreadPoolExecutor(1, thread_name_prefix="fairgate-teacher")
 
