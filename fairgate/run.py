@@ -42,6 +42,7 @@ from fairgate.metrics import CATALOGUE, KPI_METRICS
 from fairgate.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.outcome import GateReport
 from fairgate.policy import LoadedPolicy, Policy, load_policy
+from fairgate.report.json import num
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,8 @@ def individual_values(
         out[key] = paired_value(key, flips.overall, conf)
         details["counterfactual"] = {
             "column": flips.column, "values": list(flips.values), "rows": flips.rows,
-            "by_value": {v: {"teacher": p.teacher.value,
-                             "student": None if p.student is None else p.student.value}
+            "by_value": {v: {"teacher": num(p.teacher.value),
+                             "student": None if p.student is None else num(p.student.value)}
                          for v, p in flips.by_value.items()},
         }
     return out, details

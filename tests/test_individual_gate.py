@@ -131,3 +131,18 @@ def test_counterfactual_metric_needs_its_section(tmp_path) -> None:
     with pytest.raises(PolicyError, match=r"p\.yaml:7: checks\[0\]\.metric: counterfactual_flip_"
                                           r"rate needs individual\.counterfactual"):
         load_policy(path)
+
+
+def test_declared_value_absent_from_the_sample_is_null_not_a_crash(tmp_path, write_policy,
+                                                                    run_cli) -> None:
+    df = pd.read_parquet(EXAMPLE / "audit.parquet").head(300)
+    data = tmp_path / "small.parquet"
+    df.to_parquet(data)
+    text = POLICY.replace("values: [Male, Female]", "values: [Male, Female, Unknown]")
+    r = run_cli("check", "--policy", write_policy(text), "--data", data, "--teacher",
+                EXAMPLE / "teacher.onnx", "--student", EXAMPLE / "student_int8.onnx",
+                "--no-mlflow")
+    assert r.exit_code in (0, 1), r.stderr
+    by_value = r.report["individual"]["counterfactual"]["by_value"]
+    assert by_value["Unknown"] == {"teacher": None, "student": None}  # no row has it
+    assert by_value["Male"]["teacher"] is not None
