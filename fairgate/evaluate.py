@@ -158,7 +158,8 @@ def compute_values(
     """Point values, and paired bootstrap intervals when ``settings.resamples`` > 0."""
     keys = list(dict.fromkeys(keys))
     first = next(iter(counts))
-    resampled: dict[Grouping, np.ndarray] = {}
+    # bootstrap confusions of teacher and student, drawn once per grouping for all its metrics
+    resampled: dict[Grouping, tuple[np.ndarray, np.ndarray]] = {}
     out = {}
     for key in keys:
         grouping = key.grouping or first
@@ -184,10 +185,11 @@ def compute_values(
         if settings.resamples > 0:
             if grouping not in resampled:
                 rng = rng_for(settings.seed, grouping.name)
-                resampled[grouping] = resample_cells(gc.cells, settings.resamples, rng)
-            boot = resampled[grouping]
-            bt = metric.compute(GroupingCounts.teacher(boot), ctx)
-            bs = metric.compute(GroupingCounts.student(boot), ctx)
+                boot = resample_cells(gc.cells, settings.resamples, rng)
+                resampled[grouping] = (GroupingCounts.teacher(boot), GroupingCounts.student(boot))
+            boot_t, boot_s = resampled[grouping]
+            bt = metric.compute(boot_t, ctx)
+            bs = metric.compute(boot_s, ctx)
             with np.errstate(divide="ignore", invalid="ignore"):
                 brel = np.where(bt != 0, (bs - bt) / np.abs(bt), np.nan)
             conf = settings.confidence

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -264,7 +264,6 @@ class Metric:
     uses_alpha: bool = False
     paired: bool = False  # computed from the joint table cells[G, y, ŷt, ŷs], not per model
     sampled: bool = False  # individual fairness: from the row sample, not from counts
-    aliases: tuple[str, ...] = field(default=())
 
 
 def _bind(fn: Callable[[Array, Context, Any], Array], arg: Any) -> Callable[[Array, Context], Array]:

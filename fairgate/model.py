@@ -66,7 +66,6 @@ class _OutputPlan:
     mode: OutputMode  # probabilities | logits | labels once resolved; auto until first batch
     positive: Any = None  # class key (zipmap) or label value
     column: int = 1  # probability column for proba2
-    note: str = ""
 
 
 @dataclass
@@ -220,7 +219,7 @@ class OnnxPredictor:
                 keys = classes.split("\x1f")
                 key = _positive_key(keys, self.positive_label, where)
                 return _OutputPlan(name, "proba2", "probabilities", positive=key,
-                                   column=keys.index(key), note="ZipMap read as a tensor")
+                                   column=keys.index(key))  # ZipMap read as a tensor
             return _OutputPlan(name, kind, want)
         if labels and want == "auto":
             if len(labels) > 1:
@@ -247,7 +246,6 @@ class OnnxPredictor:
             plan.mode = "probabilities" if in_unit and sums else "logits"
         else:
             plan.mode = "probabilities" if bool(np.all((raw >= 0) & (raw <= 1))) else "logits"
-        plan.note = "auto-detected from the first batch"
 
     def _scores(self, raw: Any, offset: int) -> np.ndarray:
         plan = self._plan

@@ -122,13 +122,15 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     columns = [audit.label, *audit.sensitive, *teacher.columns, *student.columns]
     types = {**teacher.column_types(), **student.column_types()}
     sampler = None
+    features: list[str] = []
     if policy.individual is not None:
         ind = policy.individual
-        wanted = _individual_features(policy, teacher, student)
+        features = _individual_features(policy, teacher, student)
+        wanted = features
         if ind.counterfactual is not None:
             wanted = list(dict.fromkeys([*wanted, ind.counterfactual.column]))
         columns += wanted
-        sampler = RowSampler(policy.individual.sample_rows, policy.statistics.seed,
+        sampler = RowSampler(ind.sample_rows, policy.statistics.seed,
                              columns=list(dict.fromkeys([*wanted, *teacher.columns,
                                                          *student.columns])))
     audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
@@ -148,7 +150,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     individual: dict[str, Any] | None = None
     if counted.sample is not None:
         sampled, individual = individual_values(policy, counted.sample, teacher, student,
-                                                _individual_features(policy, teacher, student))
+                                                features)
         values.update(sampled)
         kpi_keys += list(sampled)
     decision = decide(policy, values, groupings, req.today or dt.date.today())
