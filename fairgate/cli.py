@@ -73,8 +73,15 @@ def main() -> None:
 @main.command()
 @_gate_inputs
 @click.option("--student", type=click.Path(path_type=Path), help="Student ONNX model.")
-@click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
-@click.option("--student-scores", metavar="COL", help="Audit-set column of student scores.")
+@click.option("--teacher-scores", metavar="COL",
+              help="Audit-set column of teacher scores (multi-class: predicted classes).")
+@click.option("--student-scores", metavar="COL",
+              help="Audit-set column of student scores (multi-class: predicted classes).")
+@click.option("--reference-student", type=click.Path(path_type=Path),
+              help="Multi-class: a third model, e.g. a non-distilled student, compared with "
+                   "the student class by class (#SC).")
+@click.option("--reference-scores", metavar="COL",
+              help="Multi-class: audit-set column of the reference student's predicted classes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fairgate-report"),
               show_default=True, help="Directory for the reports.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
@@ -88,7 +95,8 @@ def main() -> None:
 @click.option("--color/--no-color", default=None, help="Colour the terminal report.")
 @translate_errors
 def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
-          teacher_scores: str | None, student_scores: str | None, out: Path,
+          teacher_scores: str | None, student_scores: str | None,
+          reference_student: Path | None, reference_scores: str | None, out: Path,
           formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None, seed: int | None,
           batch_size: int, color: bool | None) -> None:
     """Gate a student model against its teacher on an audit set."""
@@ -98,8 +106,9 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
     from fairgate.run import GateRequest, evaluate_policy
 
     request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,
-                          teacher_scores=teacher_scores, student_scores=student_scores, out=out,
-                          seed=seed, batch_rows=batch_size, formats=formats)
+                          teacher_scores=teacher_scores, student_scores=student_scores,
+                          reference_student=reference_student, reference_scores=reference_scores,
+                          out=out, seed=seed, batch_rows=batch_size, formats=formats)
     loaded = load_policy(policy)
     if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
         from fairgate.tracking import parent_of, target_of

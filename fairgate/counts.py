@@ -20,13 +20,22 @@ CELLS = 8
 
 @dataclass(frozen=True)
 class Grouping:
-    """The sensitive attributes whose values define groups, e.g. (race,) or (race, sex)."""
+    """The attributes whose values define groups, e.g. (race,) or (race, sex).
+
+    Multi-class models are gated through binary tables: ``positive`` names the class of a
+    one-vs-rest table (y = that class, ŷ = predicted as it); without it a multi-class table
+    is top-1 correctness (y = 1, ŷ = correct). A ``derived`` grouping's attribute is not an
+    audit column but computed per row by fairgate: the true class, or bias alignment.
+    """
 
     attributes: tuple[str, ...]
+    positive: str | None = None
+    derived: bool = False
 
     @property
     def name(self) -> str:
-        return "*".join(self.attributes)
+        base = "*".join(self.attributes)
+        return base if self.positive is None else f"{base} ({self.positive} vs rest)"
 
     def __str__(self) -> str:
         return self.name

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
 from fairgate.data import AuditSet, LabelSpec
-from fairgate.errors import DataError
+from fairgate.errors import DataError, ModelError
 from fairgate.individual import RowSampler, SampledRows
 from fairgate.model import Predictor
+from fairgate.multiclass import ClassError, ClassIndex, Disagreement, PairCounter, alignment, disagreement
 
 # the teacher runs here while the student runs in the caller: onnxruntime releases the GIL
 _POOL = ThreadPoolExecutor(1, thread_name_prefix="fairgate-teacher")
+
+
+@dataclass(frozen=True)
+class SpuriousCut:
+    """Rows split by whether a spurious attribute agrees with the label it goes with."""
+
+    attribute: str
+    value: object
+    label: object
+    grouping: Grouping  # derived: groups "aligned" and "conflicting"
+
+    def column(self, batch: pa.RecordBatch, label_column: str, path: object) -> pa.Array:
+        try:
+            return alignment(batch.column(self.attribute), self.value, batch.column(label_column),
+                             self.label, f"column {self.attribute!r}")
+        except ClassError as e:
+            raise DataError(f"{path}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -22,6 +42,9 @@ class CountResult:
     counts: dict[Grouping, GroupingCounts]
     rows: int
     sample: SampledRows | None = None  # rows kept for individual fairness, if asked
+    reference: GroupingCounts | None = None  # multi-class: reference student vs student
+    disagreements: tuple[Disagreement, ...] = ()  # multi-class: pairs of models
+    classes: tuple[str, ...] = ()  # multi-class: class labels by index
 
 
 def count_audit(
@@ -32,6 +55,7 @@ def count_audit(
     teacher: Predictor,
     student: Predictor,
     sampler: RowSampler | None = None,
+    spurious: SpuriousCut | None = None,
 ) -> CountResult:
     """Joint counts of every grouping over the whole audit set, in one pass.
 
@@ -55,7 +79,11 @@ def count_audit(
         if sampler is not None:
             sampler.add(batch, offset, {"teacher_score": t_score, "student_score": s_score,
                                         "teacher_decision": t, "student_decision": s})
-        acc.add(y, t, s, {a: batch.column(a) for a in sensitive})
+        columns = {a: batch.column(a) for a in sensitive}
+        if spurious is not None:
+            columns[spurious.grouping.attributes[0]] = spurious.column(batch, label.column,
+                                                                        audit.path)
+        acc.add(y, t, s, columns)
         positives += int(np.count_nonzero(y))
         offset += batch.num_rows
     if offset == 0:
@@ -66,3 +94,111 @@ def count_audit(
             f"{label.positive!r} (values seen: {', '.join(sorted(others))})"
         )
     return CountResult(acc.result(), offset, sampler.result() if sampler is not None else None)
+
+
+@dataclass(frozen=True)
+class MulticlassPlan:
+    """What to count for a K-class gate (see fairgate/multiclass.py)."""
+
+    label: str
+    classes: ClassIndex
+    top1: list[Grouping]  # top-1 correctness tables, incl. the true-class grouping
+    classes_grouping: Grouping  # derived: one group per true class
+    positives: tuple[str, ...]  # one-vs-rest tables of these classes, over ``base``
+    base: list[Grouping]
+    spurious: SpuriousCut | None = None
+
+
+def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
+             columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Class indices of a model's top-1 output: column positions or label values."""
+    width = getattr(predictor, "class_width", None)
+    try:
+        if width is None:
+            return classes.encode(raw, f"{predictor.role} predictions")
+        if predictor.role not in columns:
+            columns[predictor.role] = classes.of_columns(
+                width, getattr(predictor, "class_keys", None), f"{predictor.role} model")
+        return columns[predictor.role][raw]
+    except ClassError as e:
+        raise ModelError(str(e)) from None
+
+
+def _index_of(classes: ClassIndex, name: str) -> int:
+    i = classes.index_of(name)
+    assert i is not None, f"positive class {name!r} was not registered"
+    return i
+
+
+def count_multiclass(
+    audit: AuditSet,
+    plan: MulticlassPlan,
+    sensitive: list[str],
+    teacher: Predictor,
+    student: Predictor,
+    reference: Predictor | None = None,
+) -> CountResult:
+    """Top-1, per-class and one-vs-rest joint tables and sparse disagreement, in one pass."""
+    classes = plan.classes
+    top1 = CountAccumulator(plan.top1)
+    # positive classes are in the index already (run.multiclass_plan registers them)
+    ovr = {_index_of(classes, c): CountAccumulator([Grouping(g.attributes, positive=c)
+                                                    for g in plan.base])
+           for c in plan.positives}
+    ref = CountAccumulator([plan.classes_grouping]) if reference is not None else None
+    pairs = {("teacher", "student"): PairCounter()}
+    if reference is not None:
+        pairs.update({("teacher", "reference student"): PairCounter(),
+                      ("reference student", "student"): PairCounter()})
+    column_maps: dict[str, np.ndarray] = {}
+    offset = 0
+    for batch in audit.batches():
+        if batch.num_rows == 0:
+            continue
+        label_col = batch.column(plan.label)
+        if label_col.null_count:
+            first = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{audit.path}: label column {plan.label!r} has {label_col.null_count} "
+                            f"missing value(s), first at row {offset + first}")
+        try:
+            y = classes.encode(label_col, f"label column {plan.label!r}")
+        except ClassError as e:
+            raise DataError(f"{audit.path}: {e}") from None
+        try:  # predict in parallel; map to class indices here, as the index may grow
+            pending = _POOL.submit(teacher.predict_classes, batch, offset)  # type: ignore[attr-defined]
+            s_raw = student.predict_classes(batch, offset)  # type: ignore[attr-defined]
+            r_raw = (reference.predict_classes(batch, offset)  # type: ignore[attr-defined]
+                     if reference is not None else None)
+            t_raw = pending.result()
+        except DataError as e:
+            raise DataError(f"{audit.path}: {e}") from None
+        t = _indices(teacher, t_raw, classes, column_maps)
+        s = _indices(student, s_raw, classes, column_maps)
+        r = _indices(reference, r_raw, classes, column_maps) if reference is not None else None
+        columns = {a: batch.column(a) for a in sensitive}
+        columns[plan.classes_grouping.attributes[0]] = label_col
+        if plan.spurious is not None:
+            columns[plan.spurious.grouping.attributes[0]] = plan.spurious.column(
+                batch, plan.label, audit.path)
+        ones = np.ones(len(y), dtype=bool)
+        top1.add(ones, t == y, s == y, columns)
+        for k, acc in ovr.items():
+            acc.add(y == k, t == k, s == k, columns)
+        if ref is not None and r is not None:
+            ref.add(ones, r == y, s == y, {plan.classes_grouping.attributes[0]: label_col})
+            pairs[("teacher", "reference student")].add(t, r)
+            pairs[("reference student", "student")].add(r, s)
+        pairs[("teacher", "student")].add(t, s)
+        offset += batch.num_rows
+    if offset == 0:
+        raise DataError(f"{audit.path}: the audit set has no rows")
+    counts = top1.result()
+    for acc in ovr.values():
+        counts.update(acc.result())
+    names = tuple(classes.names)
+    return CountResult(
+        counts, offset,
+        reference=ref.result()[plan.classes_grouping] if ref is not None else None,
+        disagreements=tuple(disagreement(a, b, p, names) for (a, b), p in pairs.items()),
+        classes=names,
+    )

@@ -5,8 +5,8 @@ Pure: counts and settings in, frozen values out. The gate and the reports read t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -78,6 +78,7 @@ class GroupRow:
     student_only_correct: int
     mcnemar_p: float
     mcnemar_p_holm: float | None  # over the gated groups of the grouping
+    top1: bool = False  # a multi-class top-1 table: counts are correct/wrong, rates accuracy only
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,24 @@ class Settings:
     confidence: float
     resamples: int
     seed: int
+    # tables of derived metrics (Metric.derived): "classes", "reference", "alignment"
+    derived: Mapping[str, GroupingCounts] = field(default_factory=dict)
+    multiclass: bool = False  # groupings without a positive class are top-1 correctness
 
 
-def _cells_dict(conf: np.ndarray) -> dict[str, int]:
+def _cells_dict(conf: np.ndarray, top1: bool = False) -> dict[str, int]:
+    if top1:  # y is 1 for every row and ŷ is "top-1 is right"
+        return {"correct": int(conf[1, 1]), "wrong": int(conf[1, 0])}
     return {"tp": int(conf[1, 1]), "fp": int(conf[0, 1]), "tn": int(conf[0, 0]),
             "fn": int(conf[1, 0])}
+
+
+#: The rates a top-1 correctness table has; the others are meaningless there (NaN).
+TOP1_RATES = ("accuracy", "error_rate")
+
+
+def is_top1(grouping: Grouping, settings: Settings) -> bool:
+    return settings.multiclass and grouping.positive is None
 
 
 def _fmt(value: object) -> str:
@@ -106,14 +120,17 @@ def context_for(counts: GroupingCounts, settings: Settings, alpha: float | None 
     gated = sizes >= settings.min_group_size
     attrs = counts.grouping.attributes
     refs = settings.reference_groups
-    if all(a in refs for a in attrs):
+    reference: int | None
+    if counts.grouping.derived:  # the aligned side for spurious metrics; none for classes
+        reference = counts.groups.index(("aligned",)) if ("aligned",) in counts.groups else None
+    elif all(a in refs for a in attrs):
         want = tuple(_fmt(refs[a]) for a in attrs)
         if want not in counts.groups:
             raise DataError(
                 f"reference group {'|'.join(want)} for {counts.grouping} is not in the audit set "
                 f"(groups: {', '.join(counts.labels[:20])})"
             )
-        reference: int | None = counts.groups.index(want)
+        reference = counts.groups.index(want)
     else:
         reference = int(np.argmax(sizes)) if len(sizes) else None
     return Context(gated=gated, reference=reference, alpha=2.0 if alpha is None else alpha,
@@ -124,8 +141,11 @@ def _point(metric: Metric, conf: np.ndarray, ctx: Context) -> float:
     return float(metric.compute(conf, ctx))
 
 
-def group_rows(counts: GroupingCounts, ctx: Context) -> list[GroupRow]:
-    """Per-group counts, rates and McNemar tests (Holm over the gated groups)."""
+def group_rows(counts: GroupingCounts, ctx: Context, top1: bool = False) -> list[GroupRow]:
+    """Per-group counts, rates and McNemar tests (Holm over the gated groups).
+
+    ``top1``: a multi-class top-1 table, whose only rates are accuracy and error rate.
+    """
     t = GroupingCounts.teacher(counts.cells)
     s = GroupingCounts.student(counts.cells)
     c = counts.cells
@@ -135,16 +155,18 @@ def group_rows(counts: GroupingCounts, ctx: Context) -> list[GroupRow]:
     p = [mcnemar_exact(int(a), int(b)) for a, b in zip(t_only, s_only, strict=True)]
     gated_idx = [i for i in range(len(p)) if ctx.gated[i]]
     adjusted = dict(zip(gated_idx, holm([p[i] for i in gated_idx]), strict=True))
-    t_rates = {r: rate(t, r) for r in GROUP_RATES}
-    s_rates = {r: rate(s, r) for r in GROUP_RATES}
+    nan = np.full(len(counts.groups), np.nan)
+    t_rates = {r: rate(t, r) if not top1 or r in TOP1_RATES else nan for r in GROUP_RATES}
+    s_rates = {r: rate(s, r) if not top1 or r in TOP1_RATES else nan for r in GROUP_RATES}
     return [
         GroupRow(
             grouping=counts.grouping, group=g, n=int(counts.sizes[i]), gated=bool(ctx.gated[i]),
-            reference=ctx.reference == i, teacher=_cells_dict(t[i]), student=_cells_dict(s[i]),
+            reference=ctx.reference == i and not counts.grouping.derived,
+            teacher=_cells_dict(t[i], top1), student=_cells_dict(s[i], top1),
             teacher_rates={r: float(v[i]) for r, v in t_rates.items()},
             student_rates={r: float(v[i]) for r, v in s_rates.items()},
             teacher_only_correct=int(t_only[i]), student_only_correct=int(s_only[i]),
-            mcnemar_p=p[i], mcnemar_p_holm=adjusted.get(i),
+            mcnemar_p=p[i], mcnemar_p_holm=adjusted.get(i), top1=top1,
         )
         for i, g in enumerate(counts.groups)
     ]
@@ -159,14 +181,20 @@ def compute_values(
     keys = list(dict.fromkeys(keys))
     first = next(iter(counts))
     # bootstrap confusions of teacher and student, drawn once per grouping for all its metrics
-    resampled: dict[Grouping, tuple[np.ndarray, np.ndarray]] = {}
+    resampled: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     out = {}
     for key in keys:
-        grouping = key.grouping or first
-        gc = counts[grouping]
         metric = CATALOGUE[key.metric]
         if metric.sampled:  # from the row sample: see run.individual_values
             continue
+        if metric.derived is not None:
+            if metric.derived not in settings.derived:
+                out[key] = _missing_table(key, metric.derived)
+                continue
+            gc = settings.derived[metric.derived]
+        else:
+            gc = counts[key.grouping or first]
+        stream = gc.grouping.name if metric.derived != "reference" else "reference student"
         ctx = context_for(gc, settings, key.alpha)
         if metric.paired:  # a test on the pair: the teacher against itself changes nothing
             s = _point(metric, gc.cells, ctx)
@@ -183,11 +211,11 @@ def compute_values(
             student_reason=explain_undefined(metric, s_conf, ctx, labels),
         )
         if settings.resamples > 0:
-            if grouping not in resampled:
-                rng = rng_for(settings.seed, grouping.name)
+            if stream not in resampled:
+                rng = rng_for(settings.seed, stream)
                 boot = resample_cells(gc.cells, settings.resamples, rng)
-                resampled[grouping] = (GroupingCounts.teacher(boot), GroupingCounts.student(boot))
-            boot_t, boot_s = resampled[grouping]
+                resampled[stream] = (GroupingCounts.teacher(boot), GroupingCounts.student(boot))
+            boot_t, boot_s = resampled[stream]
             bt = metric.compute(boot_t, ctx)
             bs = metric.compute(boot_s, ctx)
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -201,6 +229,18 @@ def compute_values(
             )
         out[key] = MetricValue(**value)  # type: ignore[arg-type]
     return out
+
+
+_MISSING = {
+    "reference": "no reference student (--reference-student or --reference-scores)",
+    "classes": "per-class tables need a multi-class policy (multiclass:)",
+    "alignment": "no spurious attribute (audit.spurious)",
+}
+
+
+def _missing_table(key: MetricKey, table: str) -> MetricValue:
+    reason = _MISSING[table]
+    return MetricValue(key, np.nan, np.nan, np.nan, np.nan, reason, reason)
 
 
 def paired_value(key: MetricKey, paired: Paired, confidence: float) -> MetricValue:

@@ -16,7 +16,7 @@ from typing import Literal
 
 from fairgate.counts import Grouping
 from fairgate.evaluate import MetricKey, MetricValue
-from fairgate.metrics import CATALOGUE
+from fairgate.metrics import CATALOGUE, TOP1_METRICS, Metric
 from fairgate.policy import BOUNDS, Bound, Check, Policy, Waiver
 from fairgate.stats import Interval
 
@@ -171,6 +171,17 @@ def evaluate_check(
     return CheckResult(check, value.key, value, status, blocking, tuple(outcomes), reason)
 
 
+def metric_groupings(policy: Policy, metric: Metric, groupings: Sequence[Grouping]) -> list[Grouping]:
+    """The tables a grouping metric is computed on.
+
+    Binary models: every policy grouping. Multi-class: accuracy metrics on the top-1
+    tables, the others on the one-vs-rest tables of the positive classes. Tables fairgate
+    derives (per class, bias alignment) are read by the metrics made for them only.
+    """
+    top1 = policy.multiclass is None or metric.name in TOP1_METRICS
+    return [g for g in groupings if not g.derived and (g.positive is None) == top1]
+
+
 def check_keys(policy: Policy, groupings: Sequence[Grouping]) -> list[tuple[Check, MetricKey]]:
     """Expand each check over the groupings it applies to."""
     out = []
@@ -179,11 +190,10 @@ def check_keys(policy: Policy, groupings: Sequence[Grouping]) -> list[tuple[Chec
         if metric.scope == "overall":
             out.append((check, MetricKey(check.metric, None, check.alpha)))
             continue
-        targets = (
-            groupings
-            if check.on is None
-            else [Grouping((g,) if isinstance(g, str) else tuple(g)) for g in check.on]
-        )
+        targets = metric_groupings(policy, metric, groupings)
+        if check.on is not None:
+            wanted = [(g,) if isinstance(g, str) else tuple(g) for g in check.on]
+            targets = [g for w in wanted for g in targets if g.attributes == w]
         out.extend((check, MetricKey(check.metric, g, check.alpha)) for g in targets)
     return out
 

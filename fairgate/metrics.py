@@ -264,6 +264,10 @@ class Metric:
     uses_alpha: bool = False
     paired: bool = False  # computed from the joint table cells[G, y, ŷt, ŷs], not per model
     sampled: bool = False  # individual fairness: from the row sample, not from counts
+    # computed on a table fairgate derives rather than on the policy's groupings: "classes"
+    # (top-1 correctness per true class), "reference" (the same, reference student as the
+    # teacher) or "alignment" (bias-aligned vs bias-conflicting rows)
+    derived: Literal["classes", "reference", "alignment"] | None = None
 
 
 def _bind(fn: Callable[[Array, Context, Any], Array], arg: Any) -> Callable[[Array, Context], Array]:
@@ -382,10 +386,71 @@ def _catalogue() -> dict[str, Metric]:
     out.append(Metric("between_group_generalized_entropy_index", "grouping",
                       "GE(α) of group-mean benefits over the gated groups (AIF360; alpha, default 2)",
                       between_group_generalized_entropy_index, (), 0.0, inf, uses_alpha=True))
-    return {m.name: m for m in out}
+    by_name = {m.name: m for m in out}
+    for name, base, table, text in (
+        ("classes_changed", "significant_accuracy_change_groups", "classes",
+         "#TC: classes whose top-1 accuracy (recall) changed significantly, teacher vs student "
+         "(McNemar exact, Holm across classes with n >= min_group_size; multi-class)"),
+        ("classes_lost", "significant_accuracy_loss_groups", "classes",
+         "classes whose top-1 accuracy (recall) dropped significantly from teacher to student "
+         "(McNemar exact, Holm across classes; multi-class)"),
+        ("classes_changed_vs_reference", "significant_accuracy_change_groups", "reference",
+         "#SC: classes whose accuracy differs significantly between the student and the "
+         "--reference-student, e.g. a non-distilled student (McNemar, Holm; multi-class)"),
+        ("worst_class_accuracy", "worst_group_accuracy", "classes",
+         "lowest per-class top-1 accuracy (recall) over classes with n >= min_group_size "
+         "(multi-class)"),
+        ("class_accuracy_difference", "accuracy_difference", "classes",
+         "max − min per-class top-1 accuracy (recall) over classes with n >= min_group_size "
+         "(multi-class)"),
+    ):
+        b = by_name[base]
+        by_name[name] = Metric(name, "overall", text, b.compute, b.rates, b.lo, b.hi,
+                               paired=b.paired, derived=table)  # type: ignore[arg-type]
+    by_name["spurious_gap"] = Metric(
+        "spurious_gap", "overall",
+        "accuracy of bias-aligned rows − accuracy of bias-conflicting rows (audit.spurious); "
+        "a model that leans on the spurious attribute has a large gap",
+        lambda conf, ctx: _aligned_minus_conflicting(conf, ctx), ("accuracy",), -1.0, 1.0,
+        derived="alignment")
+    by_name["bias_conflicting_accuracy"] = Metric(
+        "bias_conflicting_accuracy", "overall",
+        "accuracy on bias-conflicting rows (audit.spurious: the attribute without the label "
+        "it goes with, or the label without it)",
+        lambda conf, ctx: _conflicting(conf, ctx), ("accuracy",), 0.0, 1.0, derived="alignment")
+    return by_name
+
+
+def _aligned_minus_conflicting(conf: Array, ctx: Context) -> Array:
+    """``ctx.reference`` is the aligned group; NaN unless both sides are gated."""
+    acc = rate(conf, "accuracy")
+    if ctx.reference is None or acc.shape[-1] != 2 or not ctx.gated.all():
+        return np.full(acc.shape[:-1], np.nan)
+    return acc[..., ctx.reference] - acc[..., 1 - ctx.reference]
+
+
+def _conflicting(conf: Array, ctx: Context) -> Array:
+    acc = rate(conf, "accuracy")
+    if ctx.reference is None or acc.shape[-1] != 2 or not ctx.gated[1 - ctx.reference]:
+        return np.full(acc.shape[:-1], np.nan)
+    return acc[..., 1 - ctx.reference]
 
 
 CATALOGUE: dict[str, Metric] = _catalogue()
+
+#: Metrics of top-1 correctness: for multi-class models these are gated on top-1 tables,
+#: every other grouping metric on the one-vs-rest tables of the positive classes.
+TOP1_METRICS: frozenset[str] = frozenset({
+    "accuracy", "error_rate", "accuracy_difference", "accuracy_ratio", "error_rate_difference",
+    "error_rate_ratio", "accuracy_equality", "worst_group_accuracy",
+    "significant_accuracy_loss_groups", "significant_accuracy_change_groups",
+})
+
+#: The KPI table of multi-class gates (one-vs-rest metrics join it for positive classes).
+MULTICLASS_KPI_METRICS: tuple[str, ...] = (
+    "accuracy", "worst_group_accuracy", "accuracy_equality", "worst_class_accuracy",
+    "classes_changed", "classes_lost",
+)
 
 #: The KPI table every report shows, whatever the checks are.
 KPI_METRICS: tuple[str, ...] = (
@@ -433,7 +498,14 @@ def explain_undefined(
         return None
     if metric.paired:
         return "no gated group (see min_group_size)"
-    if metric.scope == "overall":
+    if metric.derived == "alignment":
+        kept = [labels[i] for i in ctx.gated_index]
+        short = [g for g in labels if g not in kept] + [
+            s for s in ("aligned", "conflicting") if s not in labels]
+        if short:
+            return (f"no or too few bias-{' and bias-'.join(short)} rows (need min_group_size "
+                    "on each side)")
+    if metric.scope == "overall" and metric.derived is None:
         total = _overall(conf)
         for r in metric.rates:
             if np.isnan(rate(total, r)):

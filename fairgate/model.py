@@ -62,10 +62,12 @@ class _OutputPlan:
     """Which output to read and how to turn it into a positive-class score."""
 
     name: str
-    kind: Literal["proba2", "score", "zipmap", "labels"]
+    kind: Literal["proba2", "score", "zipmap", "labels", "classes"]
     mode: OutputMode  # probabilities | logits | labels once resolved; auto until first batch
     positive: Any = None  # class key (zipmap) or label value
     column: int = 1  # probability column for proba2
+    width: int | None = None  # classes: K columns (None while dynamic)
+    keys: list[str] | None = None  # classes: class label of each column, when the model says
 
 
 @dataclass
@@ -79,6 +81,7 @@ class OnnxPredictor:
     output: OutputMode
     output_name: str | None
     positive_label: object
+    multiclass: bool = False  # K classes: predict_classes gives top-1, no threshold
     columns: tuple[str, ...] = field(init=False)
     _session: Any = field(init=False, repr=False)
     _plan: _OutputPlan = field(init=False)
@@ -181,6 +184,8 @@ class OnnxPredictor:
         labels = [o for o in outs if o[1] not in _FLOAT_TYPES and not o[1].startswith("seq(")]
         options = ", ".join(f"{n} {t} {_shape(s)}" for n, t, s in outs)
         want = self.output
+        if self.multiclass:
+            return self._class_plan(zipmaps, floats, labels, options, where)
         if want == "labels":
             if not labels:
                 raise ModelError(f"{where}: output: labels, but no label output ({options})")
@@ -226,6 +231,66 @@ class OnnxPredictor:
                 raise ModelError(f"{where}: several label outputs ({options}); set model.output_name")
             return self._label_plan(labels[0])
         raise ModelError(f"{where}: no output gives {want} ({options})")
+
+    def _class_plan(self, zipmaps: list[Any], floats: list[Any], labels: list[Any], options: str,
+                    where: str) -> _OutputPlan:
+        """Top-1 of a K-class model: argmax of probabilities or logits, or its label output.
+
+        Probabilities are preferred when a model has both (sklearn-onnx), as for binary
+        models; argmax is the same for probabilities and logits, so no softmax is needed.
+        """
+        if self.output != "labels":
+            if len(floats) > 1:
+                named = [o for o in floats if "prob" in o[0].lower()]
+                if len(named) != 1:
+                    raise ModelError(f"{where}: cannot tell which output holds the class scores "
+                                     f"({options}); set model.output_name")
+                floats = named
+            if floats:
+                name, _, shape = floats[0]
+                width = shape[-1] if len(shape) == 2 else None
+                if len(shape) != 2 or (isinstance(width, int) and width < 2):
+                    raise ModelError(
+                        f"{where}: output {name!r} has shape {_shape(shape)}; a multi-class model "
+                        "gives [N, K] probabilities or logits, or a label per row")
+                meta = self._session.get_modelmeta().custom_metadata_map
+                zipped = meta.get(f"fairgate.zipmap:{name}")
+                keys = zipped.split("\x1f") if zipped is not None else None
+                return _OutputPlan(name, "classes", "probabilities" if keys else self.output,
+                                   width=width if isinstance(width, int) else None, keys=keys)
+            if zipmaps:
+                raise ModelError(f"{where}: ZipMap output that cannot be read as a tensor "
+                                 f"({options}); export with zipmap=False")
+        if not labels:
+            raise ModelError(f"{where}: no class scores or labels among the outputs ({options})")
+        if len(labels) > 1:
+            raise ModelError(f"{where}: several label outputs ({options}); set model.output_name")
+        return _OutputPlan(labels[0][0], "labels", "labels")
+
+    def predict_classes(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+        """Top-1 per row: a column index for [N, K] outputs, else the model's label values."""
+        raw = self._run(batch, offset)
+        where = f"{self.role} model {self.path.name}, output {self._plan.name!r}"
+        arr = np.asarray(raw)
+        if self._plan.kind == "labels":
+            return arr.reshape(-1)
+        if arr.ndim != 2 or (self._plan.width is not None and arr.shape[1] != self._plan.width):
+            raise ModelError(f"{where}: gave shape {_shape(list(arr.shape))}, expected [N, "
+                             f"{self._plan.width or 'K'}]")
+        if np.isnan(arr).any():
+            raise ModelError(f"{where}: produced NaN scores in rows from {offset}")
+        self._plan.width = arr.shape[1]
+        return np.argmax(arr, axis=1)
+
+    @property
+    def class_keys(self) -> list[str] | None:
+        """The class label of each output column, when the model carries them (ZipMap)."""
+        return self._plan.keys
+
+    @property
+    def class_width(self) -> int | None:
+        """K for [N, K] outputs (None for label outputs or a dynamic width)."""
+        return self._plan.width if self._plan.kind == "classes" else None
 
     def _label_plan(self, out: tuple[str, str, list[Any]]) -> _OutputPlan:
         name, typ, _ = out
@@ -276,10 +341,10 @@ class OnnxPredictor:
         _check_unit(arr, where, offset, rows_sum=False)
         return arr
 
-    def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, batch: pa.RecordBatch, offset: int) -> Any:
         feeds = self._feeds(batch, offset)
         try:
-            raw = self._session.run([self._plan.name], feeds)[0]
+            return self._session.run([self._plan.name], feeds)[0]
         except Exception as e:  # onnxruntime raises its own untyped errors
             fed = ", ".join(f"{k} {_shape(list(v.shape))} {v.dtype}" for k, v in feeds.items())
             want = ", ".join(f"{n} {_shape(s)} {t}" for n, t, s in self._inputs)
@@ -287,6 +352,9 @@ class OnnxPredictor:
                 f"{self.role} model {self.path.name}: inference failed on rows from {offset}: "
                 f"fed {fed}; model expects {want}: {str(e).strip().splitlines()[0]}"
             ) from None
+
+    def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        raw = self._run(batch, offset)
         scores = self._scores(raw, offset)
         if self._plan.kind == "labels":
             return scores, scores > 0.5
@@ -303,8 +371,13 @@ class OnnxPredictor:
             "score": "one score per row",
             "zipmap": f"ZipMap probabilities, class {plan.positive!r}",
             "labels": f"labels, positive = {plan.positive!r}",
+            "classes": f"top-1 (argmax) of [N, {plan.width or 'K'}] class scores",
         }[plan.kind]
-        mode = plan.mode if plan.kind in ("proba2", "score") else plan.kind
+        if self.multiclass and plan.kind == "labels":
+            how = "top-1 from the model's label output"
+        mode: str = plan.mode if plan.kind in ("proba2", "score") else plan.kind
+        if plan.kind == "classes":
+            mode = "top-1 class"
         if plan.kind in ("proba2", "score") and plan.mode == "logits":
             how += " (logits: softmax applied)" if plan.kind == "proba2" else " (logit: sigmoid applied)"
         return {
@@ -313,7 +386,7 @@ class OnnxPredictor:
             "inputs": [{"name": n, "type": t, "shape": _shape(s)} for n, t, s in self._inputs],
             "output": {"name": plan.name, "interpretation": mode, "how": how,
                        "chosen": "auto" if self.output == "auto" else "policy"},
-            "threshold": self.threshold,
+            **({} if self.multiclass else {"threshold": self.threshold}),
         }
 
 
@@ -471,16 +544,26 @@ class ColumnPredictor:
     role: str
     column: str
     threshold: float
+    multiclass: bool = False  # the column holds predicted class labels
     columns: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.columns = (self.column,)
 
     def column_types(self) -> dict[str, pa.DataType]:
-        return {self.column: pa.float64()}
+        return {} if self.multiclass else {self.column: pa.float64()}
 
     def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
         return self.predict(batch, offset)[1]
+
+    def predict_classes(self, batch: pa.RecordBatch, offset: int) -> pa.Array:
+        """Precomputed top-1 class labels, as they are in the column."""
+        col = batch.column(self.column)
+        if col.null_count:
+            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError(f"{self.role} predictions column {self.column!r} has {col.null_count} "
+                            f"missing value(s), first at row {offset + first}")
+        return col
 
     def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         col = batch.column(self.column)
@@ -501,5 +584,8 @@ class ColumnPredictor:
         return arr, arr >= self.threshold
 
     def describe(self) -> dict[str, Any]:
+        if self.multiclass:
+            return {"kind": "column", "column": self.column,
+                    "output": {"interpretation": "top-1 class", "how": "column values"}}
         return {"kind": "column", "column": self.column, "threshold": self.threshold,
                 "output": {"interpretation": "scores or 0/1 decisions", "how": "column values"}}

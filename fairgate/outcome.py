@@ -24,6 +24,7 @@ class GateReport:
     timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     individual: dict[str, Any] | None = None  # sample details behind the individual metrics
+    classwise: dict[str, Any] | None = None  # multi-class: per-class tests, disagreement
 
     @property
     def verdict(self) -> str:

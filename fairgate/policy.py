@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fairgate.errors import PolicyError
-from fairgate.metrics import CATALOGUE, suggest
+from fairgate.metrics import CATALOGUE, TOP1_METRICS, Metric, suggest
 
 Scalar = str | int | float | bool
 Path_ = tuple[str | int, ...]
@@ -32,7 +32,8 @@ class AuditSpec(_Strict):
     """Which columns hold the label and the sensitive attributes, and which groups count."""
 
     label: str = Field(description="Label column.")
-    positive_label: Scalar = Field(description="Value of the label column that is positive.")
+    positive_label: Scalar | None = Field(
+        None, description="Value of the label column that is positive (binary models).")
     sensitive: list[str] = Field(min_length=1, description="Sensitive attribute columns.")
     intersections: bool = Field(False, description="Also gate on the cross of all attributes.")
     reference_groups: dict[str, Scalar] = Field(
@@ -40,6 +41,28 @@ class AuditSpec(_Strict):
         description="Privileged group per attribute for reference metrics; default: largest.",
     )
     min_group_size: int = Field(30, ge=1, description="Smaller groups are reported, not gated.")
+    spurious: SpuriousSpec | None = Field(
+        None, description="A spurious attribute and the label value it goes with, for "
+        "spurious_gap and bias_conflicting_accuracy.")
+
+
+class SpuriousSpec(_Strict):
+    """Rows with ``attribute == value`` and label ``label``, or neither, are bias-aligned."""
+
+    attribute: str = Field(description="Column of the spurious attribute (any audit column).")
+    value: Scalar = Field(description="The attribute value that goes with `label`.")
+    label: Scalar = Field(description="The label value it goes with.")
+
+
+class MulticlassSpec(_Strict):
+    """K-class models: top-1 accuracy metrics, per-class tests, one-vs-rest group metrics."""
+
+    classes: list[Scalar] | None = Field(
+        None, description="Label values in the order of the models' class outputs; default: "
+        "the classes a ZipMap model names, else 0 .. K-1.")
+    positive_classes: list[Scalar] = Field(
+        default_factory=list, description="Classes whose one-vs-rest tables carry the group "
+        "metrics other than accuracy (demographic parity, equalized odds, ...).")
 
 
 class ModelSpec(_Strict):
@@ -164,6 +187,7 @@ class Policy(_Strict):
     mlflow: MlflowSpec = MlflowSpec()
     waivers: list[Waiver] = Field(default_factory=list)
     individual: IndividualSpec | None = None
+    multiclass: MulticlassSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +343,7 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
     for i, a in enumerate(sens):
         if sens.index(a) != i:
             errs.append((("audit", "sensitive", i), f"{a!r} is listed twice"))
+    errs += _mode_errors(data, audit, sens)
     for attr in _dict(audit.get("reference_groups")):
         if attr not in sens:
             errs.append((("audit", "reference_groups", attr),
@@ -370,6 +395,70 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                 errs.append((("waivers", i, "grouping"), f"check {w['check']!r} is not decided on "
                              f"grouping {'*'.join(map(str, wanted))} (it is on: {names})"))
     return errs
+
+
+def _text(v: Any) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _mode_errors(data: dict[str, Any], audit: dict[str, Any], sens: list[str]) -> list[tuple[Path_, str]]:
+    """Binary vs multi-class: which keys and metrics each needs or cannot have."""
+    errs: list[tuple[Path_, str]] = []
+    multi = data.get("multiclass")
+    label = audit.get("label")
+    if label in sens:
+        errs.append((("audit", "sensitive", sens.index(label)),
+                     f"{label!r} is the label column; it cannot be a sensitive attribute"))
+    spurious = _dict(audit.get("spurious"))
+    if spurious.get("attribute") is not None and spurious.get("attribute") == label:
+        errs.append((("audit", "spurious", "attribute"), "the spurious attribute must not be the "
+                     "label column"))
+    if multi is None:
+        if "positive_label" not in audit and isinstance(data.get("audit"), dict):
+            errs.append((("audit", "positive_label"), "required key is missing (binary models; "
+                         "for K-class models add a multiclass: section instead)"))
+    else:
+        m = _dict(multi)
+        if "positive_label" in audit:
+            errs.append((("audit", "positive_label"), "positive_label is for binary models; with "
+                         "multiclass, list one-vs-rest classes in multiclass.positive_classes"))
+        if data.get("individual") is not None:
+            errs.append((("individual",), "individual fairness measures need a positive-class "
+                         "score; they are not available for multi-class models"))
+        for key in ("classes", "positive_classes"):
+            texts = [_text(c) for c in _list(m.get(key))]
+            for i, t in enumerate(texts):
+                if texts.index(t) != i:
+                    errs.append((("multiclass", key, i), f"class {t!r} is listed twice"))
+        classes = [_text(c) for c in _list(m.get("classes"))]
+        if classes:
+            for i, c in enumerate(_list(m.get("positive_classes"))):
+                if _text(c) not in classes:
+                    errs.append((("multiclass", "positive_classes", i),
+                                 f"{_text(c)!r} is not one of multiclass.classes"))
+    for i, c in enumerate(_list(data.get("checks"))):
+        metric = CATALOGUE.get(str(_dict(c).get("metric")))
+        if metric is not None:
+            msg = _metric_mode_error(metric, multi, spurious)
+            if msg:
+                errs.append((("checks", i, "metric"), msg))
+    return errs
+
+
+def _metric_mode_error(metric: Metric, multi: Any, spurious: dict[str, Any]) -> str | None:
+    if metric.derived in ("classes", "reference") and multi is None:
+        return f"{metric.name} is class-wise: it needs a multi-class policy (a multiclass: section)"
+    if metric.derived == "alignment" and not spurious:
+        return f"{metric.name} needs audit.spurious (the attribute, its value and the label)"
+    if multi is None or metric.derived is not None or metric.sampled or metric.name in TOP1_METRICS:
+        return None
+    if metric.scope == "overall":
+        return (f"{metric.name} is a binary metric over the whole audit set; for multi-class "
+                f"models gate accuracy, error_rate or the class-wise metrics")
+    if not _list(_dict(multi).get("positive_classes")):
+        return (f"{metric.name} needs multiclass.positive_classes: for K classes it is computed "
+                "one-vs-rest for each positive class (accuracy metrics are top-1)")
+    return None
 
 
 def _check_errors(

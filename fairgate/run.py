@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from fairgate import __version__
-from fairgate.counts import Grouping
+from fairgate.counts import Grouping, GroupingCounts
 from fairgate.data import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
-from fairgate.engine import count_audit
-from fairgate.errors import UsageError
+from fairgate.engine import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
+from fairgate.errors import ModelError, UsageError
 from fairgate.evaluate import (
     MetricKey,
     MetricValue,
@@ -27,9 +27,10 @@ from fairgate.evaluate import (
     compute_values,
     context_for,
     group_rows,
+    is_top1,
     paired_value,
 )
-from fairgate.gate import check_keys, decide
+from fairgate.gate import check_keys, decide, metric_groupings
 from fairgate.individual import (
     RowSampler,
     SampledRows,
@@ -38,8 +39,9 @@ from fairgate.individual import (
     knn_consistency,
     lipschitz,
 )
-from fairgate.metrics import CATALOGUE, KPI_METRICS
+from fairgate.metrics import CATALOGUE, KPI_METRICS, MULTICLASS_KPI_METRICS
 from fairgate.model import ColumnPredictor, OnnxPredictor, Predictor
+from fairgate.multiclass import ClassIndex
 from fairgate.outcome import GateReport
 from fairgate.policy import LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
@@ -53,12 +55,39 @@ class GateRequest:
     student: Path | None = None
     teacher_scores: str | None = None
     student_scores: str | None = None
+    reference_student: Path | None = None  # multi-class: e.g. a non-distilled student (#SC)
+    reference_scores: str | None = None
     out: Path = Path("fairgate-report")
     seed: int | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
     formats: tuple[str, ...] = ()  # () = every format
     today: dt.date | None = None
     extra: dict[str, str] = field(default_factory=dict)
+
+
+ALIGNMENT = "bias alignment"  # the derived attribute of audit.spurious: aligned | conflicting
+
+
+def report_groupings(policy: Policy) -> list[Grouping]:
+    """Every table the gate counts: the policy's groupings, then what fairgate derives.
+
+    Multi-class: the top-1 tables of the groupings, the per-class table (the label as a
+    derived attribute), and a one-vs-rest table per positive class and grouping.
+    """
+    base = groupings_of(policy)
+    out = list(base)
+    if policy.multiclass is not None:
+        out.append(Grouping((policy.audit.label,), derived=True))
+    if policy.audit.spurious is not None:
+        out.append(Grouping((ALIGNMENT,), derived=True))
+    if policy.multiclass is not None:
+        out += [Grouping(g.attributes, positive=_text(c)) for c in policy.multiclass.positive_classes
+                for g in base]
+    return out
+
+
+def _text(value: object) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def groupings_of(policy: Policy) -> list[Grouping]:
@@ -75,25 +104,36 @@ def groupings_of(policy: Policy) -> list[Grouping]:
     return out
 
 
-def _predictors(req: GateRequest, policy: Policy) -> tuple[Predictor, Predictor]:
+def _predictors(req: GateRequest, policy: Policy) -> tuple[Predictor, Predictor, Predictor | None]:
     models = (req.teacher, req.student)
     scores = (req.teacher_scores, req.student_scores)
     if any(models) and any(scores):
         raise UsageError("give either --teacher/--student models or --teacher-scores/"
                          "--student-scores columns, not both")
+    if req.reference_student is not None and req.reference_scores is not None:
+        raise UsageError("give --reference-student or --reference-scores, not both")
+    multi = policy.multiclass is not None
+    if (req.reference_student or req.reference_scores) and not multi:
+        raise UsageError("a reference student is compared class by class: it needs a multi-class "
+                         "policy (a multiclass: section)")
     m = policy.model
-    if all(models):
-        assert req.teacher is not None and req.student is not None
-        features = tuple(m.features) if m.features else None
-        return tuple(  # type: ignore[return-value]
-            OnnxPredictor(role, path, features, m.threshold, m.output, m.output_name,
-                          policy.audit.positive_label)
-            for role, path in (("teacher", req.teacher), ("student", req.student))
-        )
-    if all(scores):
-        assert req.teacher_scores is not None and req.student_scores is not None
-        return (ColumnPredictor("teacher", req.teacher_scores, m.threshold),
-                ColumnPredictor("student", req.student_scores, m.threshold))
+    features = tuple(m.features) if m.features else None
+
+    def onnx(role: str, path: Path) -> Predictor:
+        return OnnxPredictor(role, path, features, m.threshold, m.output, m.output_name,
+                             policy.audit.positive_label, multiclass=multi)
+
+    def column(role: str, name: str) -> Predictor:
+        return ColumnPredictor(role, name, m.threshold, multiclass=multi)
+
+    reference = (onnx("reference student", req.reference_student) if req.reference_student
+                 else column("reference student", req.reference_scores) if req.reference_scores
+                 else None)
+    if req.teacher is not None and req.student is not None:
+        return onnx("teacher", req.teacher), onnx("student", req.student), reference
+    if req.teacher_scores is not None and req.student_scores is not None:
+        return (column("teacher", req.teacher_scores), column("student", req.student_scores),
+                reference)
     raise UsageError("give both --teacher and --student (ONNX models), or both "
                      "--teacher-scores and --student-scores (audit-set columns)")
 
@@ -116,11 +156,20 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         })
         loaded = replace(loaded, policy=policy)
     t0 = time.perf_counter()
-    teacher, student = _predictors(req, policy)
-    groupings = groupings_of(policy)
+    teacher, student, reference = _predictors(req, policy)
+    models = [p for p in (teacher, student, reference) if p is not None]
+    groupings = report_groupings(policy)
     audit = policy.audit
-    columns = [audit.label, *audit.sensitive, *teacher.columns, *student.columns]
-    types = {**teacher.column_types(), **student.column_types()}
+    spurious = None
+    if audit.spurious is not None:
+        sp = audit.spurious
+        spurious = SpuriousCut(sp.attribute, sp.value, sp.label, Grouping((ALIGNMENT,), derived=True))
+    columns = [audit.label, *audit.sensitive, *(c for p in models for c in p.columns)]
+    if spurious is not None:
+        columns.append(spurious.attribute)
+    types: dict[str, Any] = {}
+    for p in models:
+        types.update(p.column_types())
     sampler = None
     features: list[str] = []
     if policy.individual is not None:
@@ -135,17 +184,26 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
                                                          *student.columns])))
     audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
                          text_columns=tuple(audit.sensitive))
-    counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
-                          list(audit.sensitive), groupings, teacher, student, sampler)
+    derived: dict[str, GroupingCounts] = {}
+    if policy.multiclass is not None:
+        plan = multiclass_plan(policy, groupings, teacher, spurious)
+        counted = count_multiclass(audit_set, plan, list(audit.sensitive), teacher, student,
+                                   reference)
+        derived["classes"] = counted.counts[plan.classes_grouping]
+        if counted.reference is not None:
+            derived["reference"] = counted.reference
+    else:
+        counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
+                              list(audit.sensitive), groupings, teacher, student, sampler,
+                              spurious)
+    if spurious is not None:
+        derived["alignment"] = counted.counts[spurious.grouping]
     t1 = time.perf_counter()
     st = policy.statistics
     settings = Settings(audit.min_group_size, dict(audit.reference_groups), st.confidence,
-                        st.resamples, st.seed)
+                        st.resamples, st.seed, derived, policy.multiclass is not None)
     checks = check_keys(policy, groupings)
-    kpi_keys = [
-        MetricKey(name, None if CATALOGUE[name].scope == "overall" else g)
-        for name in KPI_METRICS for g in groupings
-    ]
+    kpi_keys = kpi_keys_of(policy, groupings, reference is not None)
     values = compute_values([k for _, k in checks] + kpi_keys, counted.counts, settings)
     individual: dict[str, Any] | None = None
     if counted.sample is not None:
@@ -156,8 +214,12 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     decision = decide(policy, values, groupings, req.today or dt.date.today())
     groups = [
         row for g in groupings
-        for row in group_rows(counted.counts[g], context_for(counted.counts[g], settings))
+        for row in group_rows(counted.counts[g], context_for(counted.counts[g], settings),
+                              top1=is_top1(g, settings))
     ]
+    classwise = None
+    if policy.multiclass is not None:
+        classwise = classwise_details(counted, derived, settings)
     t2 = time.perf_counter()
     inputs = {
         "policy": {"path": str(loaded.path), "sha256": loaded.sha256},
@@ -165,13 +227,94 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         "teacher": {**teacher.describe(), **_hash_model(req.teacher)},
         "student": {**student.describe(), **_hash_model(req.student)},
     }
+    if reference is not None:
+        inputs["reference_student"] = {**reference.describe(), **_hash_model(req.reference_student)}
     return GateReport(
         policy=loaded, decision=decision, groupings=tuple(groupings),
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
-        individual=individual,
+        individual=individual, classwise=classwise,
     )
+
+
+def kpi_keys_of(policy: Policy, groupings: list[Grouping], reference: bool) -> list[MetricKey]:
+    """The KPI table: the same metrics for every gate of a kind, whatever the checks are."""
+    multi = policy.multiclass is not None
+    names = list(MULTICLASS_KPI_METRICS if multi else KPI_METRICS)
+    if multi and policy.multiclass is not None and policy.multiclass.positive_classes:
+        names += ["selection_rate_difference", "equalized_odds_difference"]
+    if reference:
+        names.append("classes_changed_vs_reference")
+    if policy.audit.spurious is not None:
+        names += ["spurious_gap", "bias_conflicting_accuracy"]
+    keys = []
+    for name in names:
+        metric = CATALOGUE[name]
+        if metric.scope == "overall":
+            keys.append(MetricKey(name, None))
+        else:
+            keys += [MetricKey(name, g) for g in metric_groupings(policy, metric, groupings)]
+    return keys
+
+
+def multiclass_plan(policy: Policy, groupings: list[Grouping], teacher: Predictor,
+                    spurious: SpuriousCut | None) -> MulticlassPlan:
+    """The class index (fixed when the policy or the teacher names the classes) and tables."""
+    mc = policy.multiclass
+    assert mc is not None
+    keys = getattr(teacher, "class_keys", None)
+    width = getattr(teacher, "class_width", None)
+    if mc.classes is not None:
+        index = ClassIndex([_text(c) for c in mc.classes], "in multiclass.classes of the policy")
+    elif keys is not None:
+        index = ClassIndex(keys, f"the teacher model names ({teacher.role})")
+    elif width is not None:
+        index = ClassIndex([str(i) for i in range(width)],
+                           f"of the teacher's {width} output columns (set multiclass.classes "
+                           "to name them)")
+    else:
+        index = ClassIndex(None, "")
+    positives = tuple(_text(c) for c in mc.positive_classes)
+    for c in positives:
+        if index.fixed and index.index_of(c) is None:
+            raise ModelError(f"positive class {c!r} is not one of the {len(index)} classes "
+                             f"{index.source} ({', '.join(index.names[:12])})")
+        if not index.fixed:
+            index.encode(np.array([c], dtype=object), "multiclass.positive_classes")
+    label = policy.audit.label
+    classes_grouping = Grouping((label,), derived=True)
+    base = [g for g in groupings if g.positive is None and not g.derived]
+    top1 = [g for g in groupings if g.positive is None]
+    return MulticlassPlan(label, index, top1, classes_grouping, positives, base, spurious)
+
+
+def classwise_details(counted: CountResult, derived: dict[str, GroupingCounts],
+                      settings: Settings, top: int = 20) -> dict[str, Any]:
+    """Class-wise findings for reports: classes, per-class tests, disagreement matrices."""
+    out: dict[str, Any] = {"classes": list(counted.classes), "disagreement": []}
+    for d in counted.disagreements:
+        out["disagreement"].append({
+            "a": d.a, "b": d.b, "rows": d.rows, "disagreeing_rows": d.total, "rate": num(d.rate),
+            "pairs": len(d.cells),
+            "top": [{"a": a, "b": b, "rows": n} for a, b, n in d.cells[:top]],
+        })
+    for name, table in (("teacher_vs_student", "classes"), ("reference_vs_student", "reference")):
+        gc = derived.get(table)
+        if gc is None:
+            continue
+        rows = group_rows(gc, context_for(gc, settings), top1=True)
+        level = 1.0 - settings.confidence
+        out[name] = [{
+            "class": r.group[0], "n": r.n, "gated": r.gated,
+            "teacher_accuracy": num(r.teacher_rates["accuracy"]),
+            "student_accuracy": num(r.student_rates["accuracy"]),
+            "teacher_only_correct": r.teacher_only_correct,
+            "student_only_correct": r.student_only_correct,
+            "p": num(r.mcnemar_p), "p_holm": num(r.mcnemar_p_holm),
+            "significant": r.mcnemar_p_holm is not None and r.mcnemar_p_holm < level,
+        } for r in rows]
+    return out
 
 
 def _individual_features(policy: Policy, teacher: Predictor, student: Predictor) -> list[str]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from fairgate.counts import Grouping
 from fairgate.errors import UsageError
 from fairgate.evaluate import MetricKey, MetricValue
 from fairgate.outcome import GateReport
@@ -83,9 +84,17 @@ def key_part(raw: str) -> str:
     return part
 
 
-def grouping_part(attributes: tuple[str, ...] | None) -> str:
-    """``(sex, race)`` → ``sex_x_race``; metrics over the whole audit set → ``overall``."""
-    return "overall" if attributes is None else "_x_".join(key_part(a) for a in attributes)
+def grouping_part(attributes: tuple[str, ...] | None, positive: str | None = None) -> str:
+    """``(sex, race)`` → ``sex_x_race``; metrics over the whole audit set → ``overall``;
+    a multi-class one-vs-rest table of class ``Sales`` over sex → ``sex_Sales_vs_rest``."""
+    if attributes is None:
+        return "overall"
+    base = "_x_".join(key_part(a) for a in attributes)
+    return base if positive is None else f"{base}_{key_part(positive)}_vs_rest"
+
+
+def _ident(g: Grouping | None) -> tuple[tuple[str, ...], str | None] | None:
+    return None if g is None else (g.attributes, g.positive)
 
 
 class KeyMaker:
@@ -193,8 +202,8 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
     segment = Segments()
     metrics: dict[str, float] = {}
 
-    def grouping(attrs: tuple[str, ...] | None) -> str:
-        return segment("grouping", attrs, grouping_part(attrs))
+    def grouping(g: Grouping | None) -> str:
+        return segment("grouping", _ident(g), grouping_part(*_ident(g) or (None,)))
 
     def put(value: float | int | None, raw: tuple[str, ...], parts: tuple[str, ...],
             ident: Hashable) -> None:
@@ -205,22 +214,22 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
 
     for k, v in _values(report).items():
         name, name_part = _metric_name(k)
-        attrs = k.grouping.attributes if k.grouping else None
+        attrs = _ident(k.grouping)
         where = k.grouping.name if k.grouping else "overall"
         for part, attr, interval_attr in _PARTS:
             put(getattr(v, attr), (part, name, where),
-                (part, name_part, grouping(attrs)), (part, k.metric, k.alpha, attrs))
+                (part, name_part, grouping(k.grouping)), (part, k.metric, k.alpha, attrs))
             interval = getattr(v, interval_attr)
             if interval is not None:
                 for side in ("lo", "hi"):
                     p = f"{part}_{side}"
                     put(getattr(interval, side), (p, name, where),
-                        (p, name_part, grouping(attrs)), (p, k.metric, k.alpha, attrs))
+                        (p, name_part, grouping(k.grouping)), (p, k.metric, k.alpha, attrs))
     for g in report.groups:
-        attrs = g.grouping.attributes
+        attrs = _ident(g.grouping)
         base = ("group", g.grouping.name, "|".join(g.group))
         label = segment(attrs, g.group, "_x_".join(key_part(x) for x in g.group))
-        at = ("group", grouping(attrs), label)
+        at = ("group", grouping(g.grouping), label)
         for model, rates in (("teacher", g.teacher_rates), ("student", g.student_rates)):
             for rate, value in rates.items():
                 put(value, (*base, model, rate), (*at, model, key_part(rate)),
@@ -323,10 +332,11 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
             tags[f"fairgate.sha256.{role}"] = str(info["sha256"])
     key = KeyMaker()
     for r in d.results:
-        attrs = r.key.grouping.attributes if r.key.grouping else None
+        attrs = _ident(r.key.grouping)
         where = r.key.grouping.name if r.key.grouping else "overall"
         k = key("fairgate.status", r.check.id, where, ident=(r.check.id, attrs, r.key.alpha),
-                parts=("fairgate.status", key_part(r.check.id), grouping_part(attrs)))
+                parts=("fairgate.status", key_part(r.check.id),
+                       grouping_part(*attrs or (None,))))
         tags[k] = r.status.value
     tags.update(ci_tags(env))
     return {k: _clip(v, MAX_TAG_VALUE) for k, v in tags.items()}

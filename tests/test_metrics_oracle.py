@@ -117,6 +117,8 @@ def all_keys() -> list[MetricKey]:
     for name, metric in CATALOGUE.items():
         if metric.sampled:  # from the row sample, not counts: tests/test_individual*.py
             continue
+        if metric.derived:  # per-class and bias-alignment tables: tests/test_multiclass.py
+            continue
         targets = [None] if metric.scope == "overall" else [Grouping(a) for a in GROUPINGS]
         alphas = ALPHAS if metric.uses_alpha else (None,)
         keys.extend(MetricKey(name, g, a) for g in targets for a in alphas)

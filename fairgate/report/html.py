@@ -27,6 +27,7 @@ from fairgate.report.markdown import (
     checks_by_key,
     clip,
     counts_text,
+    disagreement_lines,
     group_label,
     grouping_name,
     models_text,
@@ -283,8 +284,9 @@ def _significant(report: GateReport) -> str:
 def _dumbbells(rows: Sequence[GroupRow], alpha: float) -> str:
     """Per group and rate: teacher (hollow blue) to student (orange), one panel per rate."""
     label_w, panel_w, gap, row_h, top = 220, 190, 44, 22, 22
+    rates = _rates_of(rows)
     height = top + row_h * len(rows)
-    width = label_w + len(RATES) * (panel_w + gap)
+    width = label_w + len(rates) * (panel_w + gap)
     parts = [f'<svg class="groups" width="{width}" height="{height + 24}" role="img" '
              'aria-label="group rates, teacher vs student">']
     for i, g in enumerate(rows):
@@ -299,7 +301,7 @@ def _dumbbells(rows: Sequence[GroupRow], alpha: float) -> str:
         parts.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end"{style}>'
                      f"<title>{_e(full)}</title>{_e(clip(group_label(g), 24))}{ref} "
                      f"({g.n:,}){star}</text>")
-    for k, (rate, title) in enumerate(RATES):
+    for k, (rate, title) in enumerate(rates):
         x0 = label_w + k * (panel_w + gap)
         values = [x for g in rows for x in (g.teacher_rates[rate], g.student_rates[rate])
                   if not math.isnan(x)]
@@ -338,21 +340,30 @@ def _dumbbells(rows: Sequence[GroupRow], alpha: float) -> str:
     return "".join(parts)
 
 
+def _rates_of(rows: Sequence[GroupRow]) -> Sequence[tuple[str, str]]:
+    """Multi-class top-1 tables have one rate: accuracy."""
+    return TOP1_RATES if rows and rows[0].top1 else RATES
+
+
+TOP1_RATES = (("accuracy", "top-1 accuracy"),)
+
+
 def _group_table(rows: Sequence[GroupRow], alpha: float) -> str:
     body = []
+    rates = _rates_of(rows)
     for g in rows:
         cells = "".join(
             f'<td class=num data-field="{role}_{rate}" '
             f'data-value="{_dv(getattr(g, role + "_rates")[rate])}">'
             f'{_e(show(getattr(g, role + "_rates")[rate]))}</td>'
-            for rate, _ in RATES for role in ("teacher", "student"))
+            for rate, _ in rates for role in ("teacher", "student"))
         p = g.mcnemar_p_holm
         p_text = "—" if p is None else f"{p:.3g}" + (" ★" if significant(g, alpha) else "")
         flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
         body.append(f'<tr class="group" data-group="{_e(group_label(g))}">'
                     f"<td>{_e(group_label(g))}{flags}</td><td class=num>{g.n:,}</td>{cells}"
                     f"<td class=num>{_e(p_text)}</td></tr>")
-    header = ["group", "n", *(f"{t} {role}" for _, t in RATES for role in ("teacher", "student")),
+    header = ["group", "n", *(f"{t} {role}" for _, t in rates for role in ("teacher", "student")),
               "McNemar p (Holm)"]
     return _table(header, body, "groups")
 
@@ -390,6 +401,22 @@ def _groups(report: GateReport) -> str:
     return f"<section id=groups><h2>Groups: teacher vs student</h2>{legend}{body}</section>"
 
 
+def _classwise(report: GateReport) -> str:
+    """Multi-class: where two models' top-1 classes differ (the matrix's largest cells)."""
+    if not report.classwise:
+        return ""
+    out = ["<section id=classwise><h2>Class-wise disagreement</h2><p class=note>Rows whose "
+           "top-1 class differs between two models, by (class of one, class of the other): the "
+           "largest off-diagonal cells of their confusion matrix. report.json has the top 20 "
+           "of each pair.</p>"]
+    for a, b, title, rows in disagreement_lines(report):
+        body = [f'<tr class="pair"><td>{_e(x)}</td><td>{_e(y)}</td><td class=num>{_e(n)}</td></tr>'
+                for x, y, n in rows]
+        out.append(f'<div class="disagreement" data-a="{_e(a)}" data-b="{_e(b)}"><h3>{_e(title)}'
+                   f"</h3>{_table([f'{a} says', f'{b} says', 'rows'], body) if body else ''}</div>")
+    return "".join(out) + "</section>"
+
+
 # ----------------------------------------------------------------------------- page
 
 
@@ -423,7 +450,7 @@ def render_html(report: GateReport) -> str:
               f"teacher {_e(teacher)} · {rows_text}policy {_e(report.policy.path)} · "
               f"fairgate {_e(report.version)} · {_e(report.started_at)}</p></header>")
     body = (header + _waivers(report) + _checks(report) + _kpis(report) + _significant(report)
-            + _groups(report))
+            + _classwise(report) + _groups(report))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>fairgate {_e(report.verdict.upper())}: {_e(student)} vs {_e(teacher)}</title>"

@@ -10,6 +10,7 @@ import json
 import math
 from typing import Any
 
+from fairgate.counts import Grouping
 from fairgate.evaluate import GroupRow, MetricValue
 from fairgate.gate import CheckResult
 from fairgate.outcome import GateReport
@@ -62,6 +63,8 @@ def value_dict(v: MetricValue) -> dict[str, Any]:
         "relative_delta": num(v.relative),
         "interval": _intervals(v),
     }
+    if v.key.grouping is not None and v.key.grouping.positive is not None:
+        d["positive_class"] = v.key.grouping.positive  # multi-class: one-vs-rest table
     if v.key.alpha is not None:
         d["alpha"] = v.key.alpha
     undefined = _undefined(v)
@@ -97,9 +100,21 @@ def _rates(counts: dict[str, int], rates: dict[str, float]) -> dict[str, Any]:
     return {**counts, **{k: num(v) for k, v in rates.items()}}
 
 
+def grouping_dict(g: Grouping) -> dict[str, Any]:
+    """Extra keys of multi-class and derived tables (none for a plain grouping)."""
+    out: dict[str, Any] = {}
+    if g.positive is not None:
+        out["positive_class"] = g.positive
+    if g.derived:
+        out["derived"] = True
+    return out
+
+
 def group_dict(g: GroupRow) -> dict[str, Any]:
     return {
         "grouping": list(g.grouping.attributes),
+        **grouping_dict(g.grouping),
+        **({"table": "top-1"} if g.top1 else {}),
         "group": dict(zip(g.grouping.attributes, g.group, strict=True)),
         "label": "|".join(g.group),
         "n": g.n,
@@ -131,7 +146,10 @@ def to_dict(report: GateReport) -> dict[str, Any]:
         "results": [result_dict(r) for r in decision.results],
         "kpis": [value_dict(v) for v in report.kpis],
         "groups": [group_dict(g) for g in report.groups],
-        "groupings": [list(g.attributes) for g in report.groupings],
+        "groupings": [list(g.attributes) for g in report.groupings
+                      if g.positive is None and not g.derived],
+        "tables": [{"name": g.name, "grouping": list(g.attributes), **grouping_dict(g)}
+                   for g in report.groupings],
         "statistics": {"confidence": st.confidence, "resamples": st.resamples, "seed": st.seed,
                        "decide_on": st.decide_on, "interval": st.interval,
                        "min_defined": st.min_defined},
@@ -141,6 +159,7 @@ def to_dict(report: GateReport) -> dict[str, Any]:
             for w in decision.expired_waivers
         ],
         "individual": report.individual,
+        "classwise": report.classwise,
         "inputs": report.inputs,
         "notes": list(report.notes),
         "run": {"started_at": report.started_at, "timings": report.timings},

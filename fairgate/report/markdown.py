@@ -247,7 +247,9 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
             lines += [f"*Showing {len(shown)} of {len(rows)} groups (summary size limit): the "
                       "reference, then those whose accuracy changed most (smallest McNemar p), "
                       "then the largest. Every group is in report.json and report.html.*", ""]
-        if shown:
+        if shown and rows[0].top1:
+            lines += _top1_rows(shown, alpha)
+        elif shown:
             body = []
             for g in shown:
                 flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
@@ -262,6 +264,48 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
         lines += ["", "</details>", ""]
     lines += [f"McNemar p (Holm): exact paired test of teacher vs student accuracy in each gated "
               f"group, Holm-adjusted within the grouping; **bold** when below {alpha:.2g}.", ""]
+    return lines
+
+
+def _top1_rows(rows: list[GroupRow], alpha: float) -> list[str]:
+    """A multi-class top-1 table: accuracy is the only rate it has."""
+    body = []
+    for g in rows:
+        flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
+        p = g.mcnemar_p_holm
+        p_text = "—" if p is None else f"{p:.3g}"
+        if significant(g, alpha):
+            p_text = f"**{p_text}**"
+        body.append([esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}",
+                     f"{show(g.teacher_rates['accuracy'])} → {show(g.student_rates['accuracy'])}",
+                     f"{g.teacher_only_correct:,} / {g.student_only_correct:,}", p_text])
+    return _table(["group", "n", "top-1 accuracy", "only teacher / only student right",
+                   "McNemar p (Holm)"], body)
+
+
+def disagreement_lines(report: GateReport, top: int = 10
+                       ) -> list[tuple[str, str, str, list[list[str]]]]:
+    """(model a, model b, title, rows) per pair: where their top-1 classes differ most."""
+    out = []
+    for d in (report.classwise or {}).get("disagreement", []):
+        rate = "—" if d["rate"] is None else f"{d['rate']:.2%}"
+        title = (f"{d['a']} vs {d['b']}: {d['disagreeing_rows']:,} of {d['rows']:,} rows ({rate}) "
+                 f"differ, over {d['pairs']:,} class pairs")
+        rows = [[c["a"], c["b"], f"{c['rows']:,}"] for c in d["top"][:top]]
+        out.append((d["a"], d["b"], title, rows))
+    return out
+
+
+def _classwise(report: GateReport) -> list[str]:
+    if not report.classwise:
+        return []
+    lines = ["### Class-wise disagreement (top-1 class of one model → the other)", ""]
+    for a, b, title, rows in disagreement_lines(report):
+        lines += [f"**{esc(title)}**", ""]
+        if rows:
+            lines += _table([f"{a} says", f"{b} says", "rows"],
+                            [[esc(x, LABEL_CHARS) for x in r[:2]] + [r[2]] for r in rows])
+        lines.append("")
     return lines
 
 
@@ -280,6 +324,8 @@ def _render(report: GateReport, lim: _Limits) -> str:
     elif report.groups:
         lines += [f"*Group tables left out ({len(report.groups):,} groups; summary size limit): "
                   "see report.json and report.html.*", ""]
+    if lim.checks is None:
+        lines += _classwise(report)
     lines.append(f"<sub>fairgate {report.version} · full numbers in report.json, charts in "
                  "report.html</sub>")
     return "\n".join(lines) + "\n"

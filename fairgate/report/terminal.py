@@ -7,6 +7,7 @@ then why each non-passing check did not pass, and the groups behind the failures
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -52,6 +53,11 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 
 def _group_table(rows: list[GroupRow]) -> list[str]:
+    if rows and rows[0].top1:  # multi-class top-1: accuracy is the only rate
+        return _table([[f"{'|'.join(g.group)}{'' if g.gated else ' (not gated)'}", str(g.n),
+                        f"{fmt(g.teacher_rates['accuracy'])} → {fmt(g.student_rates['accuracy'])}",
+                        f"{g.teacher_only_correct} / {g.student_only_correct}"] for g in rows],
+                      ["group", "n", "top-1 accuracy", "only teacher / only student right"])
     body = []
     for g in rows:
         flag = "" if g.gated else " (not gated)"
@@ -88,6 +94,10 @@ class TerminalReporter:
             f"fairgate {report.version} · {report.policy.path} · {inp['data']['rows']:,} rows · "
             f"{who}"
         )
+        if "reference_student" in inp:
+            ref = inp["reference_student"]
+            name = Path(ref["path"]).name if ref.get("path") else f"column {ref['column']}"
+            lines.append(f"  reference student: {name}")
         for role in ("teacher", "student"):
             out = inp[role].get("output", {})
             if out.get("chosen") == "auto":
@@ -135,6 +145,31 @@ class TerminalReporter:
             if len(members) > MAX_GROUPS:
                 lines.append(f"  … and {len(members) - MAX_GROUPS} smaller groups (report.json "
                              "has them all)")
+        if report.classwise and any(r.key.metric.startswith("classes_") for r in problems):
+            lines += _changed_classes(report.classwise)
         if self.out_dir is not None:
             lines += ["", f"Reports: {self.out_dir}/"]
         return "\n".join(lines) + "\n"
+
+
+def _changed_classes(classwise: dict[str, Any]) -> list[str]:
+    """The classes behind a failed class-wise check, and where the top-1 moved to."""
+    lines = []
+    for name, title in (("teacher_vs_student", "teacher → student"),
+                        ("reference_vs_student", "reference student → student")):
+        changed = [c for c in classwise.get(name, []) if c["significant"]]
+        if not changed:
+            continue
+        lines += ["", f"Classes whose accuracy changed significantly ({title}):"]
+        lines += ["  " + x for x in _table(
+            [[c["class"], str(c["n"]), f"{fmt(c['teacher_accuracy'])} → {fmt(c['student_accuracy'])}",
+              f"{c['p_holm']:.2g}"] for c in changed],
+            ["class", "n", "accuracy", "p (Holm)"])]
+    pairs = classwise.get("disagreement", [])
+    if pairs and pairs[0]["top"]:
+        d = pairs[0]
+        lines += ["", f"Most frequent top-1 changes ({d['a']} → {d['b']}; {d['disagreeing_rows']} "
+                  f"of {d['rows']} rows differ):"]
+        lines += ["  " + x for x in _table([[c["a"], c["b"], str(c["rows"])] for c in d["top"][:5]],
+                                           [d["a"], d["b"], "rows"])]
+    return lines
