@@ -114,6 +114,13 @@ def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
     """Class indices of a model's top-1 output: column positions or label values."""
     width = getattr(predictor, "class_width", None)
     try:
+        if width is None and _positions(raw, classes):  # argmax exported as the label
+            if raw.size and (raw.min() < 0 or raw.max() >= len(classes)):
+                raise ClassError(f"{predictor.role} predictions hold class index "
+                                 f"{int(raw.min() if raw.min() < 0 else raw.max())}, outside "
+                                 f"0 .. {len(classes) - 1} (the {len(classes)} classes "
+                                 f"{classes.source})")
+            return raw.astype(np.int64, copy=False)
         if width is None:
             return classes.encode(raw, f"{predictor.role} predictions")
         if predictor.role not in columns:
@@ -122,6 +129,16 @@ def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
         return columns[predictor.role][raw]
     except ClassError as e:
         raise ModelError(str(e)) from None
+
+
+def _positions(raw: Any, classes: ClassIndex) -> bool:
+    """Integer labels of a model whose classes have names are positions into them.
+
+    A torch model exported with argmax gives 0 .. K-1 while the policy names the classes;
+    an integer that is itself a class name (labels 0 .. K-1) is read as that name.
+    """
+    return (isinstance(raw, np.ndarray) and raw.dtype.kind in "iu" and classes.fixed
+            and not any(name.lstrip("-").isdigit() for name in classes.names))
 
 
 def _index_of(classes: ClassIndex, name: str) -> int:
