@@ -367,7 +367,9 @@ def _notes(c: Comparison) -> list[str]:
 
 
 def _objective_text(c: Comparison) -> str:
-    groupings = ", ".join(str(g) for g in c.candidates[0].report.groupings)
+    groupings = ", ".join(dict.fromkeys(
+        str(v.key.grouping) for v in c.candidates[0].report.kpis
+        if v.key.metric == "demographic_parity_difference" and v.key.grouping is not None))
     return ("objectives: accuracy (higher is better); worst DP diff and worst EO diff = the "
             "student's largest demographic_parity_difference and equalized_odds_difference "
             f"over {groupings} (lower is better)")

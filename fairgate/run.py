@@ -243,7 +243,7 @@ def kpi_keys_of(policy: Policy, groupings: list[Grouping], reference: bool) -> l
     multi = policy.multiclass is not None
     names = list(MULTICLASS_KPI_METRICS if multi else KPI_METRICS)
     if multi and policy.multiclass is not None and policy.multiclass.positive_classes:
-        names += ["selection_rate_difference", "equalized_odds_difference"]
+        names += ["demographic_parity_difference", "equalized_odds_difference"]
     if reference:
         names.append("classes_changed_vs_reference")
     if policy.audit.spurious is not None:
