@@ -79,7 +79,7 @@ class _Codes:
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         encoded = pc.dictionary_encode(column)
-        values = [MISSING if v is None else _label(v) for v in encoded.dictionary.to_pylist()]
+        values = [value_label(v) for v in encoded.dictionary.to_pylist()]
         lookup = np.array([self.index.setdefault(v, len(self.index)) for v in values] or [0],
                           dtype=np.int64)
         idx = encoded.indices
@@ -88,6 +88,11 @@ class _Codes:
             raw = pc.fill_null(idx, -1).to_numpy(zero_copy_only=False)
             return np.where(raw < 0, missing, lookup[np.maximum(raw, 0)])
         return lookup[idx.to_numpy(zero_copy_only=False)]
+
+
+def value_label(value: object) -> str:
+    """How a sensitive value reads in group labels (``1.0`` → ``1``, null → ``(missing)``)."""
+    return MISSING if value is None else _label(value)
 
 
 def _label(value: object) -> str:

@@ -42,6 +42,7 @@ class CountResult:
     counts: dict[Grouping, GroupingCounts]
     rows: int
     sample: SampledRows | None = None  # rows kept for individual fairness, if asked
+    score_sample: SampledRows | None = None  # rows kept for score metrics (label, scores)
     reference: GroupingCounts | None = None  # multi-class: reference student vs student
     disagreements: tuple[Disagreement, ...] = ()  # multi-class: pairs of models
     classes: tuple[str, ...] = ()  # multi-class: class labels by index
@@ -56,11 +57,13 @@ def count_audit(
     student: Predictor,
     sampler: RowSampler | None = None,
     spurious: SpuriousCut | None = None,
+    score_sampler: RowSampler | None = None,
 ) -> CountResult:
     """Joint counts of every grouping over the whole audit set, in one pass.
 
     With a ``sampler``, the same pass keeps a bounded, deterministic sample of rows with
-    both models' scores and decisions, for the individual-fairness measures.
+    both models' scores and decisions, for the individual-fairness measures; with a
+    ``score_sampler``, one with the label and both scores, for the score metrics.
     """
     acc = CountAccumulator(groupings)
     others: set[str] = set()
@@ -79,6 +82,9 @@ def count_audit(
         if sampler is not None:
             sampler.add(batch, offset, {"teacher_score": t_score, "student_score": s_score,
                                         "teacher_decision": t, "student_decision": s})
+        if score_sampler is not None:
+            score_sampler.add(batch, offset, {"y": y, "teacher_score": t_score,
+                                              "student_score": s_score})
         columns = {a: batch.column(a) for a in sensitive}
         if spurious is not None:
             columns[spurious.grouping.attributes[0]] = spurious.column(batch, label.column,
@@ -93,7 +99,8 @@ def count_audit(
             f"{audit.path}: no row of label column {label.column!r} equals positive_label "
             f"{label.positive!r} (values seen: {', '.join(sorted(others))})"
         )
-    return CountResult(acc.result(), offset, sampler.result() if sampler is not None else None)
+    return CountResult(acc.result(), offset, sampler.result() if sampler is not None else None,
+                       score_sample=score_sampler.result() if score_sampler is not None else None)
 
 
 @dataclass(frozen=True)

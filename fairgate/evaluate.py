@@ -185,7 +185,7 @@ def compute_values(
     out = {}
     for key in keys:
         metric = CATALOGUE[key.metric]
-        if metric.sampled:  # from the row sample: see run.individual_values
+        if metric.sampled or metric.scored:  # row samples: run.individual_values, run.scores
             continue
         if metric.derived is not None:
             if metric.derived not in settings.derived:

@@ -84,6 +84,55 @@ def rate(conf: Array, name: str) -> Array:
     return divide(_sum(named, r.num), _sum(named, r.den))
 
 
+# ----------------------------------------------------------------------------- score metrics
+# Not functions of counts: computed on a row sample by fairgate/scores.py (fairlearn MetricFrame).
+
+Family = Literal["roc_auc", "brier_score", "expected_calibration_error"]
+Aggregate = Literal["overall", "difference", "worst"]
+
+@dataclass(frozen=True)
+class ScoreMetricSpec:
+    """One score-based metric; ``lo``/``hi`` is its attainable range, to reject impossible bounds."""
+
+    name: str
+    description: str
+    scope: Scope
+    lo: float
+    hi: float
+    higher_is_better: bool
+    family: Family
+    aggregate: Aggregate
+
+
+_ECE_TEXT = ("Σ_b (n_b/n)·|mean(y in b) − mean(score in b)| over `bins` equal-width score bins on "
+             "[0, 1] (last bin closed at 1)")
+_FAMILY_TEXT: dict[Family, tuple[str, bool]] = {
+    "roc_auc": ("ROC AUC of the positive-class score (sklearn roc_auc_score)", True),
+    "brier_score": ("Brier score: mean (score − y)² (sklearn brier_score_loss)", False),
+    "expected_calibration_error": (f"expected calibration error {_ECE_TEXT}", False),
+}
+
+
+def _score_catalogue() -> dict[str, ScoreMetricSpec]:
+    out = []
+    for family, (text, higher) in _FAMILY_TEXT.items():
+        better = "higher" if higher else "lower"
+        out.append(ScoreMetricSpec(family, f"{text} over the row sample; {better} is better",
+                                   "overall", 0.0, 1.0, higher, family, "overall"))
+        out.append(ScoreMetricSpec(f"{family}_difference",
+                                   f"max − min over gated groups of the {text.split(' (')[0]} "
+                                   "(fairlearn between_groups)", "grouping", 0.0, 1.0, False,
+                                   family, "difference"))
+        worst = "lowest" if higher else "highest"
+        out.append(ScoreMetricSpec(f"worst_group_{family}",
+                                   f"{worst} {text.split(' (')[0]} of any gated group",
+                                   "grouping", 0.0, 1.0, higher, family, "worst"))
+    return {m.name: m for m in out}
+
+
+SCORE_METRICS: dict[str, ScoreMetricSpec] = _score_catalogue()
+
+
 # ----------------------------------------------------------------------------- context
 
 
@@ -268,6 +317,7 @@ class Metric:
     # (top-1 correctness per true class), "reference" (the same, reference student as the
     # teacher) or "alignment" (bias-aligned vs bias-conflicting rows)
     derived: Literal["classes", "reference", "alignment"] | None = None
+    scored: bool = False  # from per-row scores on a row sample: fairgate/scores.py
 
 
 def _bind(fn: Callable[[Array, Context, Any], Array], arg: Any) -> Callable[[Array, Context], Array]:
@@ -407,6 +457,12 @@ def _catalogue() -> dict[str, Metric]:
         b = by_name[base]
         by_name[name] = Metric(name, "overall", text, b.compute, b.rates, b.lo, b.hi,
                                paired=b.paired, derived=table)  # type: ignore[arg-type]
+    def from_scores(conf: Array, ctx: Context) -> Array:
+        raise TypeError("score metrics are computed from the row sample (fairgate/scores.py)")
+
+    for score in SCORE_METRICS.values():
+        by_name[score.name] = Metric(score.name, score.scope, score.description, from_scores, (),
+                                     score.lo, score.hi, scored=True)
     by_name["spurious_gap"] = Metric(
         "spurious_gap", "overall",
         "accuracy of bias-aligned rows − accuracy of bias-conflicting rows (audit.spurious); "

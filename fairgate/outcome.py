@@ -25,6 +25,7 @@ class GateReport:
     notes: tuple[str, ...] = ()
     individual: dict[str, Any] | None = None  # sample details behind the individual metrics
     classwise: dict[str, Any] | None = None  # multi-class: per-class tests, disagreement
+    scores: dict[str, Any] | None = None  # the row sample behind the score metrics, per group
 
     @property
     def verdict(self) -> str:

@@ -176,6 +176,16 @@ class IndividualSpec(_Strict):
     counterfactual: CounterfactualSpec | None = None
 
 
+class ScoresSpec(_Strict):
+    """Score metrics (ROC AUC, Brier score, ECE) on a deterministic row sample (scores.py)."""
+
+    sample_rows: int = Field(50_000, ge=100, le=5_000_000,
+                             description="Rows kept; every row when the audit set is smaller.")
+    bins: int = Field(10, ge=2, le=1000, description="Equal-width score bins of the ECE.")
+    resamples: int | None = Field(None, ge=0, le=100_000, description="Bootstrap resamples; "
+                                  "default: statistics.resamples, at most 2000.")
+
+
 class Policy(_Strict):
     """A fairgate policy, version 1."""
 
@@ -188,6 +198,7 @@ class Policy(_Strict):
     waivers: list[Waiver] = Field(default_factory=list)
     individual: IndividualSpec | None = None
     multiclass: MulticlassSpec | None = None
+    scores: ScoresSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -422,6 +433,9 @@ def _mode_errors(data: dict[str, Any], audit: dict[str, Any], sens: list[str]) -
         if "positive_label" in audit:
             errs.append((("audit", "positive_label"), "positive_label is for binary models; with "
                          "multiclass, list one-vs-rest classes in multiclass.positive_classes"))
+        if data.get("scores") is not None:
+            errs.append((("scores",), "score metrics need a positive-class score; they are not "
+                         "available for multi-class models"))
         if data.get("individual") is not None:
             errs.append((("individual",), "individual fairness measures need a positive-class "
                          "score; they are not available for multi-class models"))
@@ -450,6 +464,9 @@ def _metric_mode_error(metric: Metric, multi: Any, spurious: dict[str, Any]) -> 
         return f"{metric.name} is class-wise: it needs a multi-class policy (a multiclass: section)"
     if metric.derived == "alignment" and not spurious:
         return f"{metric.name} needs audit.spurious (the attribute, its value and the label)"
+    if multi is not None and metric.scored:
+        return (f"{metric.name} needs a positive-class score; score metrics are not available "
+                "for multi-class models")
     if multi is None or metric.derived is not None or metric.sampled or metric.name in TOP1_METRICS:
         return None
     if metric.scope == "overall":

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fairgate import __version__
-from fairgate.counts import Grouping, GroupingCounts
+from fairgate.counts import Grouping, GroupingCounts, value_label
 from fairgate.data import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
 from fairgate.engine import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
 from fairgate.errors import ModelError, UsageError
@@ -182,6 +182,10 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         sampler = RowSampler(ind.sample_rows, policy.statistics.seed,
                              columns=list(dict.fromkeys([*wanted, *teacher.columns,
                                                          *student.columns])))
+    score_sampler = None
+    if _wants_scores(policy):
+        size = policy.scores.sample_rows if policy.scores is not None else 50_000
+        score_sampler = RowSampler(size, policy.statistics.seed, columns=list(audit.sensitive))
     audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
                          text_columns=tuple(audit.sensitive))
     derived: dict[str, GroupingCounts] = {}
@@ -195,7 +199,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     else:
         counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
                               list(audit.sensitive), groupings, teacher, student, sampler,
-                              spurious)
+                              spurious, score_sampler)
     if spurious is not None:
         derived["alignment"] = counted.counts[spurious.grouping]
     t1 = time.perf_counter()
@@ -211,6 +215,12 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
                                                 features)
         values.update(sampled)
         kpi_keys += list(sampled)
+    score_details: list[dict[str, Any]] | None = None
+    if counted.score_sample is not None:
+        scored, score_details = score_metric_values(
+            policy, counted.score_sample, [k for _, k in checks] + kpi_keys, counted.counts,
+            settings)
+        values.update(scored)
     decision = decide(policy, values, groupings, req.today or dt.date.today())
     groups = [
         row for g in groupings
@@ -235,7 +245,50 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
         individual=individual, classwise=classwise,
+        scores=None if score_details is None else {
+            "rows_sampled": len(counted.score_sample.rows) if counted.score_sample else 0,
+            "rows_seen": counted.score_sample.seen if counted.score_sample else 0,
+            "groups": score_details},
     )
+
+
+def _wants_scores(policy: Policy) -> bool:
+    return policy.scores is not None or any(CATALOGUE[c.metric].scored for c in policy.checks)
+
+
+def score_metric_values(
+    policy: Policy, sample: SampledRows, keys: list[MetricKey],
+    counts: dict[Grouping, GroupingCounts], settings: Settings,
+) -> tuple[dict[MetricKey, MetricValue], list[dict[str, Any]]]:
+    """Score metrics on the row sample; groups and their gating come from the full counts."""
+    from fairgate.scores import ScoreGroups, score_group_table, score_points, score_values
+
+    wanted = [k for k in dict.fromkeys(keys) if CATALOGUE[k.metric].scored]
+    groups = {}
+    for g in {k.grouping for k in wanted if k.grouping is not None} | set(_base(counts)):
+        gc = counts[g]
+        index = {label: i for i, label in enumerate(gc.labels)}
+        parts = [[value_label(v) for v in sample.table.column(a).to_pylist()] for a in g.attributes]
+        codes = np.array([index["|".join(row)] for row in zip(*parts, strict=True)],
+                         dtype=np.int64)
+        groups[g] = ScoreGroups(g, codes, gc.labels, context_for(gc, settings).gated)
+    spec = policy.scores
+    bins = spec.bins if spec is not None else 10
+    resamples = (spec.resamples if spec is not None and spec.resamples is not None
+                 else min(settings.resamples, 2000))
+    ex = sample.extra
+    y = ex["y"].astype(bool)
+    t, s = ex["teacher_score"].astype(np.float64), ex["student_score"].astype(np.float64)
+    points = score_points(y, t, s, groups, bins=bins)
+    values = score_values(wanted, y, t, s, groups, bins=bins, resamples=resamples,
+                          confidence=settings.confidence, seed=settings.seed, points=points)
+    table = score_group_table(y, t, s, groups, bins=bins, points=points)
+    return values, [{k: (num(v) if isinstance(v, float) else v) for k, v in row.items()}
+                    for row in table]
+
+
+def _base(counts: dict[Grouping, GroupingCounts]) -> list[Grouping]:
+    return [g for g in counts if not g.derived and g.positive is None]
 
 
 def kpi_keys_of(policy: Policy, groupings: list[Grouping], reference: bool) -> list[MetricKey]:
@@ -248,6 +301,9 @@ def kpi_keys_of(policy: Policy, groupings: list[Grouping], reference: bool) -> l
         names.append("classes_changed_vs_reference")
     if policy.audit.spurious is not None:
         names += ["spurious_gap", "bias_conflicting_accuracy"]
+    if _wants_scores(policy):
+        names += ["roc_auc", "brier_score", "expected_calibration_error", "roc_auc_difference",
+                  "expected_calibration_error_difference"]
     keys = []
     for name in names:
         metric = CATALOGUE[name]

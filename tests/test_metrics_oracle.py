@@ -115,7 +115,7 @@ def key_name(key: MetricKey) -> str:
 def all_keys() -> list[MetricKey]:
     keys = []
     for name, metric in CATALOGUE.items():
-        if metric.sampled:  # from the row sample, not counts: tests/test_individual*.py
+        if metric.sampled or metric.scored:  # row samples: tests/test_individual*, test_scores
             continue
         if metric.derived:  # per-class and bias-alignment tables: tests/test_multiclass.py
             continue
@@ -491,7 +491,7 @@ def test_stacked_tables_equal_separate_tables() -> None:
     stack[1, 1, 1] = 0  # an empty reference group
     gated = np.array([True, True, False, True, True])
     # paired metrics read the joint table and are not bootstrapped (compute_values)
-    per_model = {n: m for n, m in CATALOGUE.items() if not (m.paired or m.sampled)}
+    per_model = {n: m for n, m in CATALOGUE.items() if not (m.paired or m.sampled or m.scored)}
     for ctx in (Context(gated, reference=1, alpha=0.5), Context(gated, reference=2, alpha=2.0)):
         for name, metric in per_model.items():
             whole = metric.compute(stack, ctx)

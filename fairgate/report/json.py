@@ -160,6 +160,7 @@ def to_dict(report: GateReport) -> dict[str, Any]:
         ],
         "individual": report.individual,
         "classwise": report.classwise,
+        "scores": report.scores,
         "inputs": report.inputs,
         "notes": list(report.notes),
         "run": {"started_at": report.started_at, "timings": report.timings},
