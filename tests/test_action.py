@@ -369,3 +369,16 @@ def _dockerfile_install_in_a_fresh_venv(tmp_path: Path, synthetic: Path) -> None
 # dependencies into a fresh virtual environment and takes minutes.
 if os.environ.get("FAIRGATE_TEST_DOCKERFILE_INSTALL") == "1":
     test_dockerfile_install_commands_work_in_a_fresh_venv = _dockerfile_install_in_a_fresh_venv
+
+
+def test_action_passes_a_reference_student_for_multiclass_gates(tmp_path: Path) -> None:
+    mc = ROOT / "examples" / "adult_multiclass"
+    run = run_action({"policy": str(mc / "policy.yaml"), "data": str(mc / "audit.parquet"),
+                      "teacher": str(mc / "teacher.onnx"),
+                      "student": str(mc / "student_distilled_T4.onnx"),
+                      "reference-student": str(mc / "student_nds.onnx"), "mlflow": "false",
+                      "install": "false"}, tmp_path)
+    report = json.loads((tmp_path / "fairgate-report" / "report.json").read_text())
+    assert run.steps[-1].returncode == report["exit_code"] == 1
+    assert report["inputs"]["reference_student"]["path"] == str(mc / "student_nds.onnx")
+    assert "reference_vs_student" in report["classwise"]

@@ -24,6 +24,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score
 
 from fairgate.policy import parse_yaml
+from fairgate.report.html import render_html
 from fairgate.report.json import to_dict
 from fairgate.report.markdown import render_markdown
 from fairgate.run import GateRequest, run_gate
@@ -226,6 +227,9 @@ def test_reports_carry_the_class_wise_findings(report: Any) -> None:
     assert data["groupings"] == [["sex"], ["race"]]
     assert {"name": "occupation", "grouping": ["occupation"], "derived": True} in data["tables"]
     assert data["classwise"]["classes"] == CLASSES
+    page = render_html(report)
+    assert ('<div class="disagreement" data-a="teacher" data-b="student">' in page
+            and "<td>Prof-specialty</td><td>Exec-managerial</td><td class=num>383</td>" in page)
     md = render_markdown(report)
     assert "### Class-wise disagreement" in md and "| Prof-specialty | Exec-managerial | 383 |" in md
     # MLflow keys of the two one-vs-rest tables stay apart
@@ -338,6 +342,7 @@ def test_thousand_classes_from_prediction_columns(tmp_path, write_policy, run_cl
     r = run_cli("check", "--policy", policy, "--data", tmp_path / "k.parquet",
                 "--teacher-scores", "t", "--student-scores", "s", "--no-mlflow")
     assert r.exit_code == 1, r.stderr
+    assert "Classes whose accuracy changed significantly (teacher → student):" in r.stdout
     want = class_tests(y, t, s, min_size=50)
     cw = r.report["classwise"]
     got = {int(c["class"]): c for c in cw["teacher_vs_student"]}
