@@ -277,10 +277,11 @@ class OnnxPredictor:
         if arr.ndim != 2 or (self._plan.width is not None and arr.shape[1] != self._plan.width):
             raise ModelError(f"{where}: gave shape {_shape(list(arr.shape))}, expected [N, "
                              f"{self._plan.width or 'K'}]")
-        if np.isnan(arr).any():
-            raise ModelError(f"{where}: produced NaN scores in rows from {offset}")
         self._plan.width = arr.shape[1]
-        return np.argmax(arr, axis=1)
+        top = np.argmax(arr, axis=1)  # points at a row's first NaN, if it has one: check only
+        if np.isnan(np.take_along_axis(arr, top[:, None], axis=1)).any():  # those, not [N, K]
+            raise ModelError(f"{where}: produced NaN scores in rows from {offset}")
+        return top
 
     @property
     def class_keys(self) -> list[str] | None:

@@ -454,3 +454,34 @@ def test_a_class_wise_check_without_its_reference_fails_closed(workclass, write_
     tc = next(x for x in r.report["results"] if x["check"] == "tc")
     assert tc["status"] == "undefined" and tc["student"] is None
     assert "no reference student (--reference-student or --reference-scores)" in tc["reason"]
+
+
+def test_nan_class_scores_are_a_model_error(tmp_path, write_policy, run_cli) -> None:
+    """argmax lands on a row's first NaN, so checking the chosen scores finds every NaN row."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
+    out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 3])
+    graph = helper.make_graph([
+        helper.make_node("Div", ["x", "x"], ["one"]),  # 0/0 = NaN where x == 0
+        helper.make_node("Neg", ["x"], ["neg"]),
+        helper.make_node("Concat", ["neg", "one", "neg"], ["scores"], axis=1),
+    ], "nan", [x], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "nan.onnx")
+    pd.DataFrame({"x": [1.0, 2.0, 0.0, 3.0], "y": [1, 1, 0, 2], "g": list("abab")}).to_parquet(
+        tmp_path / "a.parquet")
+    policy = write_policy("""\
+        version: 1
+        audit: {label: y, sensitive: [g]}
+        model: {features: [x]}
+        multiclass: {}
+        checks: [{id: acc, metric: accuracy, max_decrease: 0.1}]
+        """)
+    r = run_cli("check", "--policy", policy, "--data", tmp_path / "a.parquet", "--teacher",
+                tmp_path / "nan.onnx", "--student", tmp_path / "nan.onnx", "--no-mlflow")
+    assert r.exit_code == 3
+    assert r.stderr.strip().endswith("model nan.onnx, output 'scores': produced NaN scores in "
+                                     "rows from 0")

@@ -381,3 +381,21 @@ def test_interval_is_a_frozen_value() -> None:
     assert i.as_list() == [0.1, 0.2]
     with pytest.raises(AttributeError):
         i.lo = 0.0  # type: ignore[misc]
+
+
+def test_bootstrap_in_chunks_equals_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compute_values holds CHUNK copies at a time; the intervals are those of one draw."""
+    import fairgate.evaluate as ev
+
+    rng = np.random.default_rng(5)
+    cells = rng.integers(0, 40, size=(6, 2, 2, 2))
+    g = Grouping(("g",))
+    counts = {g: GroupingCounts(g, tuple((str(i),) for i in range(6)), cells)}
+    keys = [MetricKey(m, g) for m in ("demographic_parity_difference", "disparate_impact",
+                                      "worst_group_accuracy", "equalized_odds_ratio")]
+    settings = Settings(30, {}, 0.95, 1000, 7)
+    assert settings.resamples > ev.CHUNK  # so this run draws several chunks
+    chunked = compute_values(keys, counts, settings)
+    monkeypatch.setattr(ev, "CHUNK", 10_000)
+    whole = compute_values(keys, counts, settings)
+    assert chunked == whole
