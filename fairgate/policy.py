@@ -433,6 +433,9 @@ def _mode_errors(data: dict[str, Any], audit: dict[str, Any], sens: list[str]) -
         if "positive_label" in audit:
             errs.append((("audit", "positive_label"), "positive_label is for binary models; with "
                          "multiclass, list one-vs-rest classes in multiclass.positive_classes"))
+        if "threshold" in _dict(data.get("model")):
+            errs.append((("model", "threshold"), "a threshold does not apply to multi-class "
+                         "models: their decision is the top-1 class"))
         if data.get("scores") is not None:
             errs.append((("scores",), "score metrics need a positive-class score; they are not "
                          "available for multi-class models"))

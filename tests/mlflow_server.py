@@ -188,7 +188,8 @@ class FaultyServer:
                 except urllib.error.HTTPError as e:
                     status, data, rh = e.code, e.read(), e.headers
                 except OSError:  # upstream gone (e.g. stopped at the end of the module)
-                    self.send_error(502)
+                    with contextlib.suppress(OSError):  # and the client may be gone too
+                        self.send_error(502)
                     return
                 self.send_response(status)
                 for k, v in rh.items():

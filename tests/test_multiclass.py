@@ -412,6 +412,9 @@ def test_model_width_and_positive_class_must_match_the_classes(workclass, write_
     ("checks:\n  - {id: dp, metric: demographic_parity_difference, max: 0.5}\n",
      "checks[0].metric: demographic_parity_difference needs multiclass.positive_classes: for K "
      "classes it is computed one-vs-rest for each positive class (accuracy metrics are top-1)"),
+    ("model: {threshold: 0.3}\nchecks:\n  - {id: tc, metric: classes_changed, max: 0}\n",
+     "model.threshold: a threshold does not apply to multi-class models: their decision is the "
+     "top-1 class"),
     ("checks:\n  - {id: tc, metric: classes_changed, max: 0}\nindividual: {}\n",
      "individual: individual fairness measures need a positive-class score; they are not "
      "available for multi-class models"),
