@@ -180,10 +180,11 @@ def count_multiclass(
         if batch.num_rows == 0:
             continue
         label_col = batch.column(plan.label)
-        if label_col.null_count:
-            first = int(np.flatnonzero(label_col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"{audit.path}: label column {plan.label!r} has {label_col.null_count} "
-                            f"missing value(s), first at row {offset + first}")
+        missing = label_col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise DataError(f"{audit.path}: label column {plan.label!r} has {int(missing.sum())} "
+                            f"missing or NaN value(s), first at row "
+                            f"{offset + int(np.flatnonzero(missing)[0])}")
         try:
             y = classes.encode(label_col, f"label column {plan.label!r}")
         except ClassError as e:

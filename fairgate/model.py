@@ -560,10 +560,11 @@ class ColumnPredictor:
     def predict_classes(self, batch: pa.RecordBatch, offset: int) -> pa.Array:
         """Precomputed top-1 class labels, as they are in the column."""
         col = batch.column(self.column)
-        if col.null_count:
-            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"{self.role} predictions column {self.column!r} has {col.null_count} "
-                            f"missing value(s), first at row {offset + first}")
+        missing = col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+        if missing.any():
+            raise DataError(f"{self.role} predictions column {self.column!r} has "
+                            f"{int(missing.sum())} missing or NaN value(s), first at row "
+                            f"{offset + int(np.flatnonzero(missing)[0])}")
         return col
 
     def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:

@@ -342,7 +342,7 @@ def test_thousand_classes_from_prediction_columns(tmp_path, write_policy, run_cl
     r = run_cli("check", "--policy", policy, "--data", tmp_path / "k.parquet",
                 "--teacher-scores", "t", "--student-scores", "s", "--no-mlflow")
     assert r.exit_code == 1, r.stderr
-    assert "Classes whose accuracy changed significantly (teacher → student):" in r.stdout
+    assert "Classes whose accuracy changed significantly, teacher → student (#TC): " in r.stdout
     want = class_tests(y, t, s, min_size=50)
     cw = r.report["classwise"]
     got = {int(c["class"]): c for c in cw["teacher_vs_student"]}
@@ -488,3 +488,25 @@ def test_nan_class_scores_are_a_model_error(tmp_path, write_policy, run_cli) -> 
     assert r.exit_code == 3
     assert r.stderr.strip().endswith("model nan.onnx, output 'scores': produced NaN scores in "
                                      "rows from 0")
+
+
+@pytest.mark.parametrize("column, message", [
+    ("y", "label column 'y' has 1 missing or NaN value(s), first at row 2"),
+    ("s", "student predictions column 's' has 1 missing or NaN value(s), first at row 2"),
+])
+def test_missing_labels_and_predictions_are_input_errors(tmp_path, write_policy, run_cli,
+                                                         column: str, message: str) -> None:
+    df = pd.DataFrame({"y": [0.0, 1.0, 2.0, 1.0], "t": [0.0, 1.0, 2.0, 2.0],
+                       "s": [0.0, 1.0, 2.0, 1.0], "g": list("abab")})
+    df.loc[2, column] = np.nan
+    df.to_parquet(tmp_path / "a.parquet")
+    policy = write_policy("""\
+        version: 1
+        audit: {label: y, sensitive: [g]}
+        multiclass: {}
+        checks: [{id: acc, metric: accuracy, max_decrease: 0.1}]
+        """)
+    r = run_cli("check", "--policy", policy, "--data", tmp_path / "a.parquet", "--teacher-scores",
+                "t", "--student-scores", "s", "--no-mlflow")
+    assert r.exit_code == 3
+    assert r.stderr.strip() == f"fairgate: error: {tmp_path / 'a.parquet'}: {message}"

@@ -36,6 +36,7 @@ from fairgate.report.markdown import (
     significant,
     status_text,
 )
+from fairgate.report.terminal import changed_classes
 from fairgate.stats import Interval
 
 CHART_GROUPS = 30  # groups drawn per grouping (the rest are in the table and report.json)
@@ -405,10 +406,17 @@ def _classwise(report: GateReport) -> str:
     """Multi-class: where two models' top-1 classes differ (the matrix's largest cells)."""
     if not report.classwise:
         return ""
-    out = ["<section id=classwise><h2>Class-wise disagreement</h2><p class=note>Rows whose "
+    out = ["<section id=classwise><h2>Classes</h2><p class=note>Classes whose top-1 accuracy "
+           "changed significantly (McNemar exact, Holm across classes), then the rows whose "
            "top-1 class differs between two models, by (class of one, class of the other): the "
            "largest off-diagonal cells of their confusion matrix. report.json has the top 20 "
            "of each pair.</p>"]
+    for title, changed in changed_classes(report.classwise):
+        body = [f'<tr class="changed"><td>{_e(c)}</td><td class=num>{_e(n)}</td>'
+                f"<td class=num>{_e(acc)}</td><td class=num>{_e(p)}</td></tr>"
+                for c, n, acc, p in changed]
+        out.append(f"<h3>{_e(title)}</h3>"
+                   + (_table(["class", "n", "accuracy", "p (Holm)"], body) if body else ""))
     for a, b, title, rows in disagreement_lines(report):
         body = [f'<tr class="pair"><td>{_e(x)}</td><td>{_e(y)}</td><td class=num>{_e(n)}</td></tr>'
                 for x, y, n in rows]

@@ -20,7 +20,7 @@ from fairgate.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.gate import CheckResult, Status
 from fairgate.outcome import GateReport
 from fairgate.report.json import num
-from fairgate.report.terminal import fmt
+from fairgate.report.terminal import changed_classes, fmt
 from fairgate.stats import Interval
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes GitHub accepts in one step's summary
@@ -299,7 +299,14 @@ def disagreement_lines(report: GateReport, top: int = 10
 def _classwise(report: GateReport) -> list[str]:
     if not report.classwise:
         return []
-    lines = ["### Class-wise disagreement (top-1 class of one model → the other)", ""]
+    lines = ["### Classes whose accuracy changed significantly", ""]
+    for title, rows in changed_classes(report.classwise):
+        lines += [f"**{esc(title)}**", ""]
+        if rows:
+            lines += _table(["class", "n", "accuracy", "p (Holm)"],
+                            [[esc(r[0], LABEL_CHARS), *r[1:]] for r in rows])
+        lines.append("")
+    lines += ["### Class-wise disagreement (top-1 class of one model → the other)", ""]
     for a, b, title, rows in disagreement_lines(report):
         lines += [f"**{esc(title)}**", ""]
         if rows:

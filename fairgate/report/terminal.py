@@ -152,19 +152,29 @@ class TerminalReporter:
         return "\n".join(lines) + "\n"
 
 
+def changed_classes(classwise: dict[str, Any] | None) -> list[tuple[str, list[list[str]]]]:
+    """(comparison, rows) of the classes whose accuracy changed significantly (#TC, #SC);
+    rows are class, n, accuracy before → after, Holm-adjusted p."""
+    out = []
+    for name, title in (("teacher_vs_student", "teacher → student (#TC)"),
+                        ("reference_vs_student", "reference student → student (#SC)")):
+        if name not in (classwise or {}):
+            continue
+        assert classwise is not None
+        rows = [[c["class"], f"{c['n']:,}",
+                 f"{fmt(c['teacher_accuracy'])} → {fmt(c['student_accuracy'])}",
+                 f"{c['p_holm']:.2g}"] for c in classwise[name] if c["significant"]]
+        out.append((f"{title}: {len(rows)} class{'es' if len(rows) != 1 else ''}", rows))
+    return out
+
+
 def _changed_classes(classwise: dict[str, Any]) -> list[str]:
     """The classes behind a failed class-wise check, and where the top-1 moved to."""
     lines = []
-    for name, title in (("teacher_vs_student", "teacher → student"),
-                        ("reference_vs_student", "reference student → student")):
-        changed = [c for c in classwise.get(name, []) if c["significant"]]
-        if not changed:
-            continue
-        lines += ["", f"Classes whose accuracy changed significantly ({title}):"]
-        lines += ["  " + x for x in _table(
-            [[c["class"], str(c["n"]), f"{fmt(c['teacher_accuracy'])} → {fmt(c['student_accuracy'])}",
-              f"{c['p_holm']:.2g}"] for c in changed],
-            ["class", "n", "accuracy", "p (Holm)"])]
+    for title, rows in changed_classes(classwise):
+        if rows:
+            lines += ["", f"Classes whose accuracy changed significantly, {title}:"]
+            lines += ["  " + x for x in _table(rows, ["class", "n", "accuracy", "p (Holm)"])]
     pairs = classwise.get("disagreement", [])
     if pairs and pairs[0]["top"]:
         d = pairs[0]
