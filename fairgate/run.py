@@ -345,15 +345,23 @@ def multiclass_plan(policy: Policy, groupings: list[Grouping], teacher: Predicto
     return MulticlassPlan(label, index, top1, classes_grouping, positives, base, spurious)
 
 
+#: Disagreement cells kept in report.json per pair of models (K = 1000 can have ~10⁵).
+MAX_CELLS = 10_000
+
+
 def classwise_details(counted: CountResult, derived: dict[str, GroupingCounts],
-                      settings: Settings, top: int = 20) -> dict[str, Any]:
-    """Class-wise findings for reports: classes, per-class tests, disagreement matrices."""
+                      settings: Settings) -> dict[str, Any]:
+    """Class-wise findings for reports: classes, per-class tests, disagreement matrices.
+
+    A disagreement matrix is given sparsely, as its nonzero off-diagonal cells, most rows
+    first: all of them up to MAX_CELLS (``truncated`` says when there were more).
+    """
     out: dict[str, Any] = {"classes": list(counted.classes), "disagreement": []}
     for d in counted.disagreements:
         out["disagreement"].append({
             "a": d.a, "b": d.b, "rows": d.rows, "disagreeing_rows": d.total, "rate": num(d.rate),
-            "pairs": len(d.cells),
-            "top": [{"a": a, "b": b, "rows": n} for a, b, n in d.cells[:top]],
+            "pairs": len(d.cells), "truncated": len(d.cells) > MAX_CELLS,
+            "cells": [{"a": a, "b": b, "rows": n} for a, b, n in d.cells[:MAX_CELLS]],
         })
     for name, table in (("teacher_vs_student", "classes"), ("reference_vs_student", "reference")):
         gc = derived.get(table)

@@ -217,7 +217,8 @@ def test_disagreement_matrix_matches_a_crosstab(frame: pd.DataFrame, report: Any
         assert got["rows"] == len(frame)
         assert got["disagreeing_rows"] == int((frame[ca] != frame[cb]).sum())
         assert got["pairs"] == len(cells)
-        assert [(c["a"], c["b"], c["rows"]) for c in got["top"]] == cells[:20]
+        assert [(c["a"], c["b"], c["rows"]) for c in got["cells"]] == cells  # the whole matrix
+        assert not got["truncated"]
 
 
 def test_reports_carry_the_class_wise_findings(report: Any) -> None:
@@ -354,7 +355,8 @@ def test_thousand_classes_from_prediction_columns(tmp_path, write_policy, run_cl
     assert tc["student"] == int((want.p_holm < LEVEL).sum()) >= 1
     d = cw["disagreement"][0]
     assert d["pairs"] == len(np.unique(t[t != s] * k + s[t != s]))
-    assert d["top"][0] == {"a": "0", "b": "1", "rows": int(np.sum((t == 0) & (s == 1)))}
+    assert d["cells"][0] == {"a": "0", "b": "1", "rows": int(np.sum((t == 0) & (s == 1)))}
+    assert len(d["cells"]) == min(d["pairs"], 10_000) and d["truncated"] == (d["pairs"] > 10_000)
 
 
 # ----------------------------------------------------------------------------- errors

@@ -409,8 +409,8 @@ def _classwise(report: GateReport) -> str:
     out = ["<section id=classwise><h2>Classes</h2><p class=note>Classes whose top-1 accuracy "
            "changed significantly (McNemar exact, Holm across classes), then the rows whose "
            "top-1 class differs between two models, by (class of one, class of the other): the "
-           "largest off-diagonal cells of their confusion matrix. report.json has the top 20 "
-           "of each pair.</p>"]
+           "largest off-diagonal cells of their confusion matrix (report.json has all of them, "
+           "up to 10,000 a pair).</p>"]
     for title, changed in changed_classes(report.classwise):
         body = [f'<tr class="changed"><td>{_e(c)}</td><td class=num>{_e(n)}</td>'
                 f"<td class=num>{_e(acc)}</td><td class=num>{_e(p)}</td></tr>"

@@ -291,7 +291,7 @@ def disagreement_lines(report: GateReport, top: int = 10
         rate = "—" if d["rate"] is None else f"{d['rate']:.2%}"
         title = (f"{d['a']} vs {d['b']}: {d['disagreeing_rows']:,} of {d['rows']:,} rows ({rate}) "
                  f"differ, over {d['pairs']:,} class pairs")
-        rows = [[c["a"], c["b"], f"{c['rows']:,}"] for c in d["top"][:top]]
+        rows = [[c["a"], c["b"], f"{c['rows']:,}"] for c in d["cells"][:top]]
         out.append((d["a"], d["b"], title, rows))
     return out
 

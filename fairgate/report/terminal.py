@@ -176,10 +176,10 @@ def _changed_classes(classwise: dict[str, Any]) -> list[str]:
             lines += ["", f"Classes whose accuracy changed significantly, {title}:"]
             lines += ["  " + x for x in _table(rows, ["class", "n", "accuracy", "p (Holm)"])]
     pairs = classwise.get("disagreement", [])
-    if pairs and pairs[0]["top"]:
+    if pairs and pairs[0]["cells"]:
         d = pairs[0]
         lines += ["", f"Most frequent top-1 changes ({d['a']} → {d['b']}; {d['disagreeing_rows']} "
                   f"of {d['rows']} rows differ):"]
-        lines += ["  " + x for x in _table([[c["a"], c["b"], str(c["rows"])] for c in d["top"][:5]],
+        lines += ["  " + x for x in _table([[c["a"], c["b"], str(c["rows"])] for c in d["cells"][:5]],
                                            [d["a"], d["b"], "rows"])]
     return lines
