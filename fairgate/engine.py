@@ -14,7 +14,15 @@ from fairgate.data import AuditSet, LabelSpec
 from fairgate.errors import DataError, ModelError
 from fairgate.individual import RowSampler, SampledRows
 from fairgate.model import Predictor
-from fairgate.multiclass import ClassError, ClassIndex, Disagreement, PairCounter, alignment, disagreement
+from fairgate.multiclass import (
+    ClassError,
+    ClassIndex,
+    Disagreement,
+    PairCounter,
+    alignment,
+    disagreement,
+    equals,
+)
 
 # the teacher runs here while the student runs in the caller: onnxruntime releases the GIL
 _POOL = ThreadPoolExecutor(1, thread_name_prefix="fairgate-teacher")
@@ -29,12 +37,26 @@ class SpuriousCut:
     label: object
     grouping: Grouping  # derived: groups "aligned" and "conflicting"
 
-    def column(self, batch: pa.RecordBatch, label_column: str, path: object) -> pa.Array:
-        try:
-            return alignment(batch.column(self.attribute), self.value, batch.column(label_column),
-                             self.label, f"column {self.attribute!r}")
-        except ClassError as e:
-            raise DataError(f"{path}: {e}") from None
+    def column(self, batch: pa.RecordBatch, label_column: str, path: object,
+               seen: dict[str, int]) -> pa.Array:
+        """The alignment of a batch's rows; ``seen`` counts rows with the label, the value."""
+        attribute = batch.column(self.attribute)
+        if attribute.null_count:  # a missing attribute is neither aligned nor conflicting
+            raise DataError(f"{path}: column {self.attribute!r} has {attribute.null_count} "
+                            "missing value(s); bias alignment (audit.spurious) is undefined there")
+        has_value = equals(attribute, self.value)
+        has_label = equals(batch.column(label_column), self.label)
+        seen["value"] = seen.get("value", 0) + int(has_value.sum())
+        seen["label"] = seen.get("label", 0) + int(has_label.sum())
+        return alignment(has_value, has_label)
+
+    def check(self, seen: dict[str, int], label_column: str, path: object) -> None:
+        """A label or attribute value that never occurs is a typo, not a finding."""
+        for what, value, column in (("label", self.label, label_column),
+                                    ("value", self.value, self.attribute)):
+            if seen.get(what, 0) == 0:
+                raise DataError(f"{path}: audit.spurious.{what} {value!r} never occurs in column "
+                                f"{column!r}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,7 @@ def count_audit(
     others: set[str] = set()
     positives = 0
     offset = 0
+    seen: dict[str, int] = {}  # rows with audit.spurious's label and value
     for batch in audit.batches():
         if batch.num_rows == 0:
             continue
@@ -88,12 +111,14 @@ def count_audit(
         columns = {a: batch.column(a) for a in sensitive}
         if spurious is not None:
             columns[spurious.grouping.attributes[0]] = spurious.column(batch, label.column,
-                                                                        audit.path)
+                                                                        audit.path, seen)
         acc.add(y, t, s, columns)
         positives += int(np.count_nonzero(y))
         offset += batch.num_rows
     if offset == 0:
         raise DataError(f"{audit.path}: the audit set has no rows")
+    if spurious is not None:
+        spurious.check(seen, label.column, audit.path)
     if positives == 0:
         raise DataError(
             f"{audit.path}: no row of label column {label.column!r} equals positive_label "
@@ -176,6 +201,7 @@ def count_multiclass(
                       ("reference student", "student"): PairCounter()})
     column_maps: dict[str, np.ndarray] = {}
     offset = 0
+    seen: dict[str, int] = {}  # rows with audit.spurious's label and value
     for batch in audit.batches():
         if batch.num_rows == 0:
             continue
@@ -204,7 +230,7 @@ def count_multiclass(
         columns[plan.classes_grouping.attributes[0]] = label_col
         if plan.spurious is not None:
             columns[plan.spurious.grouping.attributes[0]] = plan.spurious.column(
-                batch, plan.label, audit.path)
+                batch, plan.label, audit.path, seen)
         ones = np.ones(len(y), dtype=bool)
         top1.add(ones, t == y, s == y, columns)
         for k, acc in ovr.items():
@@ -217,6 +243,8 @@ def count_multiclass(
         offset += batch.num_rows
     if offset == 0:
         raise DataError(f"{audit.path}: the audit set has no rows")
+    if plan.spurious is not None:
+        plan.spurious.check(seen, plan.label, audit.path)
     counts = top1.result()
     for acc in ovr.values():
         counts.update(acc.result())

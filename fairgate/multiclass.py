@@ -144,16 +144,11 @@ def equals(column: pa.Array | pa.ChunkedArray, value: object) -> np.ndarray:
     return hit[idx]
 
 
-def alignment(attribute: pa.Array | pa.ChunkedArray, value: object,
-              label: pa.Array | pa.ChunkedArray, label_value: object, where: str) -> pa.Array:
+def alignment(has_value: np.ndarray, has_label: np.ndarray) -> pa.Array:
     """``aligned`` where the spurious attribute and the label agree, else ``conflicting``.
 
     A row is bias-aligned when it has both the attribute value and the label value that go
     together, or neither; bias-conflicting when it has one without the other (a
     water background behind a land bird).
     """
-    if attribute.null_count:  # a missing attribute is neither aligned nor conflicting
-        raise ClassError(f"{where} has {attribute.null_count} missing value(s); bias "
-                         "alignment is undefined there")
-    agree = equals(attribute, value) == equals(label, label_value)
-    return pa.array(np.where(agree, ALIGNED, CONFLICTING))
+    return pa.array(np.where(has_value == has_label, ALIGNED, CONFLICTING))

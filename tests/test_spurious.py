@@ -93,3 +93,20 @@ def test_a_side_too_small_is_undefined_not_zero(write_policy, run_cli) -> None:
     assert gap["status"] == "undefined" and gap["student"] is None
     assert gap["reason"] == ("student − teacher is undefined: teacher and student: no or too few "
                              "bias-aligned rows (need min_group_size on each side)")
+
+
+@pytest.mark.parametrize("spurious, message", [
+    ('{attribute: sex, value: Male, label: ">60K"}',
+     "audit.spurious.label '>60K' never occurs in column 'income'"),
+    ("{attribute: sex, value: male, label: \">50K\"}",
+     "audit.spurious.value 'male' never occurs in column 'sex'"),
+])
+def test_a_spurious_value_that_never_occurs_is_an_input_error(write_policy, run_cli,
+                                                              spurious: str,
+                                                              message: str) -> None:
+    policy = POLICY.replace('{attribute: sex, value: Male, label: ">50K"}', spurious)
+    r = run_cli("check", "--policy", write_policy(policy), "--data", EXAMPLE / "audit.parquet",
+                "--teacher", EXAMPLE / "teacher.onnx", "--student",
+                EXAMPLE / "student_distilled_T4.onnx", "--no-mlflow")
+    assert r.exit_code == 3
+    assert r.stderr.strip() == f"fairgate: error: {EXAMPLE / 'audit.parquet'}: {message}"
