@@ -111,6 +111,14 @@ class AuditSet:
         return pa.RecordBatch.from_arrays(arrays, names=list(self.columns))
 
 
+def require_values(col: pa.Array | pa.ChunkedArray, what: str, offset: int) -> None:
+    """DataError naming ``what`` and the first row if ``col`` has a null or NaN value."""
+    missing = col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+    if missing.any():
+        raise DataError(f"{what} has {int(missing.sum())} missing or NaN value(s), first at row "
+                        f"{offset + int(np.flatnonzero(missing)[0])}")
+
+
 def _is_parquet(path: Path) -> bool:
     if path.suffix.lower() in (".parquet", ".pq"):
         return True

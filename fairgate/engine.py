@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
-from fairgate.data import AuditSet, LabelSpec
+from fairgate.data import AuditSet, LabelSpec, require_values
 from fairgate.errors import DataError, ModelError
 from fairgate.individual import RowSampler, SampledRows
 from fairgate.model import Predictor
@@ -144,7 +144,7 @@ class MulticlassPlan:
 def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
              columns: dict[str, np.ndarray]) -> np.ndarray:
     """Class indices of a model's top-1 output: column positions or label values."""
-    width = getattr(predictor, "class_width", None)
+    width = predictor.class_width
     try:
         if width is None and _positions(raw, classes):  # argmax exported as the label
             if raw.size and (raw.min() < 0 or raw.max() >= len(classes)):
@@ -157,7 +157,7 @@ def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
             return classes.encode(raw, f"{predictor.role} predictions")
         if predictor.role not in columns:
             columns[predictor.role] = classes.of_columns(
-                width, getattr(predictor, "class_keys", None), f"{predictor.role} model")
+                width, predictor.class_keys, f"{predictor.role} model")
         return columns[predictor.role][raw]
     except ClassError as e:
         raise ModelError(str(e)) from None
@@ -206,20 +206,15 @@ def count_multiclass(
         if batch.num_rows == 0:
             continue
         label_col = batch.column(plan.label)
-        missing = label_col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
-        if missing.any():
-            raise DataError(f"{audit.path}: label column {plan.label!r} has {int(missing.sum())} "
-                            f"missing or NaN value(s), first at row "
-                            f"{offset + int(np.flatnonzero(missing)[0])}")
         try:
+            require_values(label_col, f"label column {plan.label!r}", offset)
             y = classes.encode(label_col, f"label column {plan.label!r}")
-        except ClassError as e:
+        except (ClassError, DataError) as e:
             raise DataError(f"{audit.path}: {e}") from None
         try:  # predict in parallel; map to class indices here, as the index may grow
-            pending = _POOL.submit(teacher.predict_classes, batch, offset)  # type: ignore[attr-defined]
-            s_raw = student.predict_classes(batch, offset)  # type: ignore[attr-defined]
-            r_raw = (reference.predict_classes(batch, offset)  # type: ignore[attr-defined]
-                     if reference is not None else None)
+            pending = _POOL.submit(teacher.predict_classes, batch, offset)
+            s_raw = student.predict_classes(batch, offset)
+            r_raw = reference.predict_classes(batch, offset) if reference is not None else None
             t_raw = pending.result()
         except DataError as e:
             raise DataError(f"{audit.path}: {e}") from None

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pyarrow as pa
 
+from fairgate.data import require_values
 from fairgate.errors import DataError, ModelError
 
 OutputMode = Literal["auto", "probabilities", "logits", "labels"]
@@ -49,6 +50,20 @@ class Predictor(Protocol):
         ...
 
     def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray: ...
+
+    def predict_classes(self, batch: pa.RecordBatch, offset: int) -> Any:
+        """Multi-class top-1: output column indices when ``class_width`` is set, else labels."""
+        ...
+
+    @property
+    def class_width(self) -> int | None:
+        """K for [N, K] outputs; None for labels (a label output or a predictions column)."""
+        ...
+
+    @property
+    def class_keys(self) -> list[str] | None:
+        """The class label of each output column, when the model names them (ZipMap)."""
+        ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -560,12 +575,16 @@ class ColumnPredictor:
     def predict_classes(self, batch: pa.RecordBatch, offset: int) -> pa.Array:
         """Precomputed top-1 class labels, as they are in the column."""
         col = batch.column(self.column)
-        missing = col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
-        if missing.any():
-            raise DataError(f"{self.role} predictions column {self.column!r} has "
-                            f"{int(missing.sum())} missing or NaN value(s), first at row "
-                            f"{offset + int(np.flatnonzero(missing)[0])}")
+        require_values(col, f"{self.role} predictions column {self.column!r}", offset)
         return col
+
+    @property
+    def class_width(self) -> int | None:
+        return None  # class labels, not output columns
+
+    @property
+    def class_keys(self) -> list[str] | None:
+        return None
 
     def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         col = batch.column(self.column)

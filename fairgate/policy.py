@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fairgate.counts import value_label
 from fairgate.errors import PolicyError
 from fairgate.metrics import CATALOGUE, TOP1_METRICS, Metric, suggest
 
@@ -408,10 +409,6 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
     return errs
 
 
-def _text(v: Any) -> str:
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
-
 def _mode_errors(data: dict[str, Any], audit: dict[str, Any], sens: list[str]) -> list[tuple[Path_, str]]:
     """Binary vs multi-class: which keys and metrics each needs or cannot have."""
     errs: list[tuple[Path_, str]] = []
@@ -443,16 +440,16 @@ def _mode_errors(data: dict[str, Any], audit: dict[str, Any], sens: list[str]) -
             errs.append((("individual",), "individual fairness measures need a positive-class "
                          "score; they are not available for multi-class models"))
         for key in ("classes", "positive_classes"):
-            texts = [_text(c) for c in _list(m.get(key))]
+            texts = [value_label(c) for c in _list(m.get(key))]
             for i, t in enumerate(texts):
                 if texts.index(t) != i:
                     errs.append((("multiclass", key, i), f"class {t!r} is listed twice"))
-        classes = [_text(c) for c in _list(m.get("classes"))]
+        classes = [value_label(c) for c in _list(m.get("classes"))]
         if classes:
             for i, c in enumerate(_list(m.get("positive_classes"))):
-                if _text(c) not in classes:
+                if value_label(c) not in classes:
                     errs.append((("multiclass", "positive_classes", i),
-                                 f"{_text(c)!r} is not one of multiclass.classes"))
+                                 f"{value_label(c)!r} is not one of multiclass.classes"))
     for i, c in enumerate(_list(data.get("checks"))):
         metric = CATALOGUE.get(str(_dict(c).get("metric")))
         if metric is not None:

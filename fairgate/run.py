@@ -21,6 +21,7 @@ from fairgate.data import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
 from fairgate.engine import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
 from fairgate.errors import ModelError, UsageError
 from fairgate.evaluate import (
+    GroupRow,
     MetricKey,
     MetricValue,
     Settings,
@@ -81,13 +82,9 @@ def report_groupings(policy: Policy) -> list[Grouping]:
     if policy.audit.spurious is not None:
         out.append(Grouping((ALIGNMENT,), derived=True))
     if policy.multiclass is not None:
-        out += [Grouping(g.attributes, positive=_text(c)) for c in policy.multiclass.positive_classes
+        out += [Grouping(g.attributes, positive=value_label(c)) for c in policy.multiclass.positive_classes
                 for g in base]
     return out
-
-
-def _text(value: object) -> str:
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def groupings_of(policy: Policy) -> list[Grouping]:
@@ -229,7 +226,8 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     ]
     classwise = None
     if policy.multiclass is not None:
-        classwise = classwise_details(counted, derived, settings)
+        per_class = [r for r in groups if r.grouping == derived["classes"].grouping]
+        classwise = classwise_details(counted, per_class, derived.get("reference"), settings)
     t2 = time.perf_counter()
     inputs = {
         "policy": {"path": str(loaded.path), "sha256": loaded.sha256},
@@ -319,10 +317,9 @@ def multiclass_plan(policy: Policy, groupings: list[Grouping], teacher: Predicto
     """The class index (fixed when the policy or the teacher names the classes) and tables."""
     mc = policy.multiclass
     assert mc is not None
-    keys = getattr(teacher, "class_keys", None)
-    width = getattr(teacher, "class_width", None)
+    keys, width = teacher.class_keys, teacher.class_width
     if mc.classes is not None:
-        index = ClassIndex([_text(c) for c in mc.classes], "in multiclass.classes of the policy")
+        index = ClassIndex([value_label(c) for c in mc.classes], "in multiclass.classes of the policy")
     elif keys is not None:
         index = ClassIndex(keys, f"the teacher model names ({teacher.role})")
     elif width is not None:
@@ -331,7 +328,7 @@ def multiclass_plan(policy: Policy, groupings: list[Grouping], teacher: Predicto
                            "to name them)")
     else:
         index = ClassIndex(None, "")
-    positives = tuple(_text(c) for c in mc.positive_classes)
+    positives = tuple(value_label(c) for c in mc.positive_classes)
     for c in positives:
         if index.fixed and index.index_of(c) is None:
             raise ModelError(f"positive class {c!r} is not one of the {len(index)} classes "
@@ -349,9 +346,12 @@ def multiclass_plan(policy: Policy, groupings: list[Grouping], teacher: Predicto
 MAX_CELLS = 10_000
 
 
-def classwise_details(counted: CountResult, derived: dict[str, GroupingCounts],
-                      settings: Settings) -> dict[str, Any]:
+def classwise_details(counted: CountResult, per_class: list[GroupRow],
+                      reference: GroupingCounts | None, settings: Settings) -> dict[str, Any]:
     """Class-wise findings for reports: classes, per-class tests, disagreement matrices.
+
+    ``per_class``: the report's rows of the per-class table; the reference student's table
+    is not among the report's groups, so its rows are made here.
 
     A disagreement matrix is given sparsely, as its nonzero off-diagonal cells, most rows
     first: all of them up to MAX_CELLS (``truncated`` says when there were more).
@@ -363,12 +363,12 @@ def classwise_details(counted: CountResult, derived: dict[str, GroupingCounts],
             "pairs": len(d.cells), "truncated": len(d.cells) > MAX_CELLS,
             "cells": [{"a": a, "b": b, "rows": n} for a, b, n in d.cells[:MAX_CELLS]],
         })
-    for name, table in (("teacher_vs_student", "classes"), ("reference_vs_student", "reference")):
-        gc = derived.get(table)
-        if gc is None:
-            continue
-        rows = group_rows(gc, context_for(gc, settings), top1=True)
-        level = 1.0 - settings.confidence
+    tables = {"teacher_vs_student": per_class}
+    if reference is not None:
+        tables["reference_vs_student"] = group_rows(reference, context_for(reference, settings),
+                                                    top1=True)
+    level = 1.0 - settings.confidence
+    for name, rows in tables.items():
         out[name] = [{
             "class": r.group[0], "n": r.n, "gated": r.gated,
             "teacher_accuracy": num(r.teacher_rates["accuracy"]),

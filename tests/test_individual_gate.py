@@ -38,14 +38,19 @@ statistics: {resamples: 100}
 """
 
 
-def scores(model: Path, df: pd.DataFrame) -> np.ndarray:
+def probabilities(model: Path, df: pd.DataFrame) -> np.ndarray:
+    """The `probabilities` output of a per-column-input model, by onnxruntime directly."""
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     feeds = {}
     for inp in session.get_inputs():
         col = df[inp.name].to_numpy()
         feeds[inp.name] = (col.astype(object) if inp.type == "tensor(string)"
                            else col.astype(np.float32)).reshape(-1, 1)
-    return session.run(["probabilities"], feeds)[0][:, 1].astype(np.float64)
+    return session.run(["probabilities"], feeds)[0]
+
+
+def scores(model: Path, df: pd.DataFrame) -> np.ndarray:
+    return probabilities(model, df)[:, 1].astype(np.float64)
 
 
 def test_individual_metrics_match_a_direct_computation(tmp_path, write_policy, run_cli) -> None:

@@ -30,6 +30,7 @@ from fairgate.report.markdown import render_markdown
 from fairgate.run import GateRequest, run_gate
 from fairgate.tracking import collect
 from tests.conftest import EXAMPLE, MODELS, ROOT
+from tests.test_individual_gate import probabilities
 
 MC = ROOT / "examples" / "adult_multiclass"
 CLASSES = MC.joinpath("classes.txt").read_text().split()
@@ -40,14 +41,7 @@ POSITIVES = ["Exec-managerial", "Prof-specialty"]
 
 def top1(model: Path, df: pd.DataFrame) -> np.ndarray:
     """Class names of the argmax, straight from onnxruntime (per-column inputs)."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    feeds = {}
-    for inp in session.get_inputs():
-        col = df[inp.name].to_numpy()
-        feeds[inp.name] = (col.astype(object) if inp.type == "tensor(string)"
-                           else col.astype(np.float32)).reshape(-1, 1)
-    probs = session.run(["probabilities"], feeds)[0]
-    return np.asarray(CLASSES, dtype=object)[probs.argmax(axis=1)]
+    return np.asarray(CLASSES, dtype=object)[probabilities(model, df).argmax(axis=1)]
 
 
 def holm(p: list[float]) -> list[float]:

@@ -252,14 +252,9 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
         elif shown:
             body = []
             for g in shown:
-                flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
-                p = g.mcnemar_p_holm
-                p_text = "—" if p is None else f"{p:.3g}"
-                if significant(g, alpha):
-                    p_text = f"**{p_text}**"
-                body.append([esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}",
-                             *(f"{show(g.teacher_rates[k])} → {show(g.student_rates[k])}"
-                               for k, _ in RATES), p_text])
+                label, n, p_text = _group_cells(g, alpha)
+                body.append([label, n, *(f"{show(g.teacher_rates[k])} → {show(g.student_rates[k])}"
+                                         for k, _ in RATES), p_text])
             lines += _table(["group", "n", *(t for _, t in RATES), "McNemar p (Holm)"], body)
         lines += ["", "</details>", ""]
     lines += [f"McNemar p (Holm): exact paired test of teacher vs student accuracy in each gated "
@@ -267,16 +262,22 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
     return lines
 
 
+def _group_cells(g: GroupRow, alpha: float) -> tuple[str, str, str]:
+    """(group with its flags, n, McNemar p in bold when significant) of a group row."""
+    flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
+    p = g.mcnemar_p_holm
+    p_text = "—" if p is None else f"{p:.3g}"
+    if significant(g, alpha):
+        p_text = f"**{p_text}**"
+    return esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}", p_text
+
+
 def _top1_rows(rows: list[GroupRow], alpha: float) -> list[str]:
     """A multi-class top-1 table: accuracy is the only rate it has."""
     body = []
     for g in rows:
-        flags = (" (reference)" if g.reference else "") + ("" if g.gated else " (not gated)")
-        p = g.mcnemar_p_holm
-        p_text = "—" if p is None else f"{p:.3g}"
-        if significant(g, alpha):
-            p_text = f"**{p_text}**"
-        body.append([esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}",
+        label, n, p_text = _group_cells(g, alpha)
+        body.append([label, n,
                      f"{show(g.teacher_rates['accuracy'])} → {show(g.student_rates['accuracy'])}",
                      f"{g.teacher_only_correct:,} / {g.student_only_correct:,}", p_text])
     return _table(["group", "n", "top-1 accuracy", "only teacher / only student right",
