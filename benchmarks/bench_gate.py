@@ -222,7 +222,7 @@ def floor(args: argparse.Namespace) -> None:
     columns = [*FEATURES, "label", "sex", "race"]
     pool = ThreadPoolExecutor(2) if args.mode == "threads" else None
     rows = 0
-    if args.reader == "fairgate":  # the same reader options as fairgate.data.AuditSet
+    if args.reader == "fairgate":  # the same reader options as fairgate.inputs.audit.AuditSet
         pf = pq.ParquetFile(args.data, pre_buffer=False, buffer_size=1 << 16)
     else:  # pyarrow's defaults: pre_buffer keeps every chunk read, memory grows with rows
         pf = pq.ParquetFile(args.data)

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fairgate import individual as ind  # noqa: E402
-from fairgate.model import OnnxPredictor  # noqa: E402
+from fairgate.inputs.model import OnnxPredictor  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
 BATCH_ROWS = 65_536

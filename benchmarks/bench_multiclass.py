@@ -282,7 +282,7 @@ def floor(data: str, teacher: str, student: str, batch_rows: int,
           like_fairgate: bool = False) -> dict[str, Any]:
     """Read features, label and sensitive columns; run both sessions; argmax. Nothing else.
 
-    ``like_fairgate``: onnxruntime as fairgate.model runs it (memory pattern and spinning
+    ``like_fairgate``: onnxruntime as fairgate.inputs.model runs it (memory pattern and spinning
     off, the teacher in a worker thread while the student runs), to separate fairgate's own
     work from its choice of session settings.
     """
@@ -305,7 +305,7 @@ def floor(data: str, teacher: str, student: str, batch_rows: int,
         return np.argmax(sessions[i].run(["probabilities"], {"input": x})[0], axis=1)
 
     rows = agree = 0
-    # the same reader options as fairgate.data.AuditSet
+    # the same reader options as fairgate.inputs.audit.AuditSet
     pf = pq.ParquetFile(data, pre_buffer=False, buffer_size=1 << 16)
     for batch in pf.iter_batches(batch_size=batch_rows,
                                  columns=[*FEATURES, "label", "sex", "region"]):
@@ -349,8 +349,6 @@ def _gate_imports() -> None:
     import onnxruntime  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import fairgate.run
-    import fairgate.stats  # noqa: F401
 
 
 def gate_request(inp: dict[str, str], columns: bool, batch_rows: int) -> Any:

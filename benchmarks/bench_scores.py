@@ -29,9 +29,9 @@ from functools import partial
 
 import numpy as np
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import MetricKey
-from fairgate.scores import (
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import MetricKey
+from fairgate.core.scores import (
     SCORE_METRICS,
     ScoreGroups,
     draw_weights,

@@ -30,9 +30,9 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
-from fairgate.evaluate import MetricKey, Settings, compute_values, context_for, group_rows
-from fairgate.metrics import CATALOGUE, KPI_METRICS
+from fairgate.core.counts import CountAccumulator, Grouping, GroupingCounts
+from fairgate.core.evaluate import MetricKey, Settings, compute_values, context_for, group_rows
+from fairgate.core.metrics import CATALOGUE, KPI_METRICS
 
 GROUPS = 12
 RESAMPLES = 2000

@@ -111,21 +111,21 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
                           out=out, seed=seed, batch_rows=batch_size, formats=formats)
     loaded = load_policy(policy)
     if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
-        from fairgate.tracking import parent_of, target_of
+        from fairgate.integrations.mlflow import parent_of, target_of
 
         target_of(loaded)
         parent_of(parent_run)
     report = evaluate_policy(loaded, request)
     write_reports(report, out, formats)
     if os.environ.get("GITHUB_ACTIONS") == "true":
-        from fairgate.github import publish
+        from fairgate.integrations.github import publish
 
         publish(report, out)
     click.echo(TerminalReporter(out, color).render(report), nl=False, color=color)
     code = report.decision.exit_code
     if not no_mlflow:  # logging never changes the verdict; mlflow.required makes it exit 3
         from fairgate.errors import TrackingError
-        from fairgate.tracking import log_gate_run
+        from fairgate.integrations.mlflow import log_gate_run
 
         logged = log_gate_run(report, out, parent_run)
         click.echo(logged.message, err=not logged.ok)
@@ -165,8 +165,8 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
                              teacher_scores=teacher_scores, candidate_scores=candidate_scores,
                              out=out, seed=seed, batch_rows=batch_size)
     if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
+        from fairgate.integrations.mlflow import parent_of, target_of
         from fairgate.policy import load_policy
-        from fairgate.tracking import parent_of, target_of
 
         target_of(load_policy(policy))
         parent_of(parent_run)
@@ -175,7 +175,7 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
     click.echo(render_terminal(result), nl=False)
     if not no_mlflow:  # logging never changes the ranking; mlflow.required makes it exit 3
         from fairgate.errors import TrackingError
-        from fairgate.tracking import log_gate_run
+        from fairgate.integrations.mlflow import log_gate_run
 
         missed = []
         for cand in result.candidates:
@@ -228,7 +228,7 @@ def policy_schema() -> None:
 @translate_errors
 def metrics(as_json: bool) -> None:
     """List the metric catalogue, one line of definition each."""
-    from fairgate.metrics import CATALOGUE
+    from fairgate.core.metrics import CATALOGUE
 
     if as_json:
         click.echo(json.dumps([{"name": m.name, "scope": m.scope, "definition": m.definition}

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fairgate.data import DEFAULT_BATCH_ROWS
+from fairgate.core.evaluate import MetricValue
+from fairgate.core.gate import Status, Verdict
+from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, ModelError, UsageError
-from fairgate.evaluate import MetricValue
-from fairgate.gate import Status, Verdict
-from fairgate.outcome import GateReport
+from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.report import write_atomic, write_reports
 from fairgate.report.json import num as json_number
 from fairgate.run import GateRequest, run_gate

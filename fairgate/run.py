@@ -16,11 +16,8 @@ from typing import Any
 import numpy as np
 
 from fairgate import __version__
-from fairgate.counts import Grouping, GroupingCounts, value_label
-from fairgate.data import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
-from fairgate.engine import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
-from fairgate.errors import ModelError, UsageError
-from fairgate.evaluate import (
+from fairgate.core.counts import Grouping, GroupingCounts, value_label
+from fairgate.core.evaluate import (
     GroupRow,
     MetricKey,
     MetricValue,
@@ -31,8 +28,8 @@ from fairgate.evaluate import (
     is_top1,
     paired_value,
 )
-from fairgate.gate import check_keys, decide, metric_groupings
-from fairgate.individual import (
+from fairgate.core.gate import check_keys, decide, metric_groupings
+from fairgate.core.individual import (
     RowSampler,
     SampledRows,
     counterfactual_flips,
@@ -40,10 +37,13 @@ from fairgate.individual import (
     knn_consistency,
     lipschitz,
 )
-from fairgate.metrics import CATALOGUE, KPI_METRICS, MULTICLASS_KPI_METRICS
-from fairgate.model import ColumnPredictor, OnnxPredictor, Predictor
-from fairgate.multiclass import ClassIndex
-from fairgate.outcome import GateReport
+from fairgate.core.metrics import CATALOGUE, KPI_METRICS, MULTICLASS_KPI_METRICS
+from fairgate.core.multiclass import ClassIndex
+from fairgate.core.outcome import GateReport
+from fairgate.engine.local import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
+from fairgate.errors import ModelError, UsageError
+from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
+from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.policy import LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
 
@@ -259,7 +259,7 @@ def score_metric_values(
     counts: dict[Grouping, GroupingCounts], settings: Settings,
 ) -> tuple[dict[MetricKey, MetricValue], list[dict[str, Any]]]:
     """Score metrics on the row sample; groups and their gating come from the full counts."""
-    from fairgate.scores import ScoreGroups, score_group_table, score_points, score_values
+    from fairgate.core.scores import ScoreGroups, score_group_table, score_points, score_values
 
     wanted = [k for k in dict.fromkeys(keys) if CATALOGUE[k.metric].scored]
     groups = {}

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fairgate.tracking
+import fairgate.integrations.mlflow
 from fairgate.compare import (
     Scored,
     candidate_names,
@@ -19,9 +19,9 @@ from fairgate.compare import (
     pareto_front,
     rank,
 )
-from fairgate.gate import Verdict
+from fairgate.core.gate import Verdict
+from fairgate.integrations.mlflow import Logged
 from fairgate.run import GateRequest, run_gate
-from fairgate.tracking import Logged
 from tests.conftest import EXAMPLE, SYNTHETIC_POLICY
 
 NAN = math.nan
@@ -319,7 +319,7 @@ def test_mlflow_failures_do_not_change_the_result(synthetic, write_policy, run_c
             return Logged(False, "MLflow: run NOT logged: server down", "down")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(fairgate.tracking, "log_gate_run", flaky)
+    monkeypatch.setattr(fairgate.integrations.mlflow, "log_gate_run", flaky)
     data = _two_candidates(synthetic)
     text = SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.5")
     if required:

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import MetricKey, MetricValue
-from fairgate.gate import Status, evaluate_check, judge_bound
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import MetricKey, MetricValue
+from fairgate.core.gate import Status, evaluate_check, judge_bound
+from fairgate.core.stats import Interval
 from fairgate.policy import BOUNDS, Bound, Check
-from fairgate.stats import Interval
 
 # For each bound: the quantity it reads, its edge for a limit L, and whether "beyond" is
 # above the edge (ceilings) or below it (floors).

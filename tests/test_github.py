@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fairgate.github import (
+from fairgate.integrations.github import (
     MAX_ANNOTATIONS,
     Annotation,
     build_annotations,

@@ -1,4 +1,4 @@
-"""Individual fairness (fairgate/individual.py) against independent computations.
+"""Individual fairness (fairgate/core/individual.py) against independent computations.
 
 Oracles: a pure-Python splitmix64 for the row hash and a direct bottom-S selection for the
 sampler; scipy's standardized Euclidean distance; a pure-Python double loop over all pairs
@@ -23,8 +23,7 @@ import pytest
 from scipy.spatial.distance import pdist
 from sklearn.neighbors import NearestNeighbors
 
-from fairgate.errors import DataError
-from fairgate.individual import (
+from fairgate.core.individual import (
     Estimate,
     RowSampler,
     counterfactual_flips,
@@ -34,7 +33,8 @@ from fairgate.individual import (
     nearest_neighbours,
     row_hash,
 )
-from fairgate.model import OnnxPredictor
+from fairgate.errors import DataError
+from fairgate.inputs.model import OnnxPredictor
 from tests.conftest import EXAMPLE, MODELS
 
 # ----------------------------------------------------------------------------- sampler

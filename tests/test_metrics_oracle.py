@@ -23,8 +23,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
-from fairgate.evaluate import (
+from fairgate.core.counts import CountAccumulator, Grouping, GroupingCounts
+from fairgate.core.evaluate import (
     MetricKey,
     MetricValue,
     Settings,
@@ -32,11 +32,11 @@ from fairgate.evaluate import (
     context_for,
     group_rows,
 )
-from fairgate.metrics import CATALOGUE, Context, explain_undefined, lookup
-from fairgate.outcome import GateReport
+from fairgate.core.metrics import CATALOGUE, Context, explain_undefined, lookup
+from fairgate.core.outcome import GateReport
+from fairgate.core.stats import resample_cells, rng_for
 from fairgate.report.json import to_dict
 from fairgate.run import GateRequest, run_gate
-from fairgate.stats import resample_cells, rng_for
 from tests import oracles
 from tests.conftest import EXAMPLE
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fairgate.errors import ModelError
-from fairgate.model import OnnxPredictor
+from fairgate.inputs.model import OnnxPredictor
 from tests.conftest import EXAMPLE, MODELS
 
 FEATURES = ("age", "education_num", "hours_per_week", "capital_gain", "capital_loss")

@@ -23,12 +23,12 @@ from fairlearn.metrics import (
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score
 
+from fairgate.integrations.mlflow import collect
 from fairgate.policy import parse_yaml
 from fairgate.report.html import render_html
 from fairgate.report.json import to_dict
 from fairgate.report.markdown import render_markdown
 from fairgate.run import GateRequest, run_gate
-from fairgate.tracking import collect
 from tests.conftest import EXAMPLE, MODELS, ROOT
 from tests.test_individual_gate import probabilities
 

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
+from fairgate.core.metrics import CATALOGUE
 from fairgate.errors import PolicyError
-from fairgate.metrics import CATALOGUE
 from fairgate.policy import load_policy
 from tests.conftest import ROOT
 

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import xmlschema
 
-from fairgate.outcome import GateReport
+from fairgate.core.outcome import GateReport
 from fairgate.report import reporters, write_reports
 from fairgate.report.html import nice_ticks, render_html
 from fairgate.report.json import to_dict

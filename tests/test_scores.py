@@ -19,10 +19,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from fairgate.counts import Grouping
-from fairgate.errors import DataError
-from fairgate.evaluate import MetricKey
-from fairgate.scores import (
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import MetricKey
+from fairgate.core.scores import (
     FAMILIES,
     SCORE_METRICS,
     ScoreGroups,
@@ -34,7 +33,8 @@ from fairgate.scores import (
     score_points,
     score_values,
 )
-from fairgate.stats import Interval
+from fairgate.core.stats import Interval
+from fairgate.errors import DataError
 
 AUDIT = Path(__file__).resolve().parents[1] / "examples" / "adult" / "audit.parquet"
 SEX, RACE, CROSS = Grouping(("sex",)), Grouping(("race",)), Grouping(("race", "sex"))
@@ -95,7 +95,7 @@ def all_keys(groupings: list[Grouping]) -> list[MetricKey]:
 
 
 def make_groups(frame: pd.DataFrame, grouping: Grouping, min_group: int) -> ScoreGroups:
-    """Codes of one grouping, groups sorted by label as fairgate.counts does."""
+    """Codes of one grouping, groups sorted by label as fairgate.core.counts does."""
     labels = frame[list(grouping.attributes)].astype(str).agg("|".join, axis=1)
     names = sorted(labels.unique())
     codes = labels.map({v: i for i, v in enumerate(names)}).to_numpy(np.int64)

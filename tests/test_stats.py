@@ -17,10 +17,10 @@ import pytest
 from fairlearn.metrics import demographic_parity_difference
 from scipy.stats import binomtest, ks_2samp
 
-from fairgate.counts import Grouping, GroupingCounts
-from fairgate.evaluate import MetricKey, Settings, compute_values, context_for, group_rows
-from fairgate.metrics import CATALOGUE, Context
-from fairgate.stats import (
+from fairgate.core.counts import Grouping, GroupingCounts
+from fairgate.core.evaluate import MetricKey, Settings, compute_values, context_for, group_rows
+from fairgate.core.metrics import CATALOGUE, Context
+from fairgate.core.stats import (
     Interval,
     holm,
     mcnemar_exact,
@@ -385,7 +385,7 @@ def test_interval_is_a_frozen_value() -> None:
 
 def test_bootstrap_in_chunks_equals_one_draw(monkeypatch: pytest.MonkeyPatch) -> None:
     """compute_values holds CHUNK copies at a time; the intervals are those of one draw."""
-    import fairgate.evaluate as ev
+    import fairgate.core.evaluate as ev
 
     rng = np.random.default_rng(5)
     cells = rng.integers(0, 40, size=(6, 2, 2, 2))

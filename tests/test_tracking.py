@@ -35,10 +35,7 @@ from mlflow.utils.validation import (
 
 from fairgate import __version__
 from fairgate.errors import UsageError
-from fairgate.policy import load_policy
-from fairgate.report import reporters
-from fairgate.run import GateRequest, run_gate
-from fairgate.tracking import (
+from fairgate.integrations.mlflow import (
     MAX_ENTITIES,
     MAX_KEY,
     MAX_METRICS,
@@ -54,6 +51,9 @@ from fairgate.tracking import (
     note,
     valid_key,
 )
+from fairgate.policy import load_policy
+from fairgate.report import reporters
+from fairgate.run import GateRequest, run_gate
 from tests.conftest import EXAMPLE, SYNTHETIC_POLICY
 from tests.mlflow_server import FaultyServer, MlflowServer, SilentServer, free_port
 

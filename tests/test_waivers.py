@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from fairgate.core.outcome import GateReport
 from fairgate.errors import PolicyError
-from fairgate.github import build_annotations
-from fairgate.outcome import GateReport
+from fairgate.integrations.github import build_annotations
 from fairgate.report.html import render_html
 from fairgate.report.json import to_dict
 from fairgate.report.junit import render_junit

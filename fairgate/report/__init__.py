@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from fairgate.outcome import GateReport
+from fairgate.core.outcome import GateReport
 
 
 class Reporter(Protocol):

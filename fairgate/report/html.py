@@ -14,10 +14,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import GroupRow
-from fairgate.gate import BoundResult, CheckResult, Status
-from fairgate.outcome import GateReport
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import GroupRow
+from fairgate.core.gate import BoundResult, CheckResult, Status
+from fairgate.core.outcome import GateReport
+from fairgate.core.stats import Interval
 from fairgate.report.json import num
 from fairgate.report.markdown import (
     RATES,
@@ -37,7 +38,6 @@ from fairgate.report.markdown import (
     status_text,
 )
 from fairgate.report.terminal import changed_classes
-from fairgate.stats import Interval
 
 CHART_GROUPS = 30  # groups drawn per grouping (the rest are in the table and report.json)
 TABLE_GROUPS = 1000  # groups listed per grouping

@@ -10,11 +10,11 @@ import json
 import math
 from typing import Any
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import GroupRow, MetricValue
-from fairgate.gate import CheckResult
-from fairgate.outcome import GateReport
-from fairgate.stats import Interval
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import GroupRow, MetricValue
+from fairgate.core.gate import CheckResult
+from fairgate.core.outcome import GateReport
+from fairgate.core.stats import Interval
 
 SCHEMA_VERSION = 1
 

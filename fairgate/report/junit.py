@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
-from fairgate.gate import CheckResult, Status
-from fairgate.outcome import GateReport
+from fairgate.core.gate import CheckResult, Status
+from fairgate.core.outcome import GateReport
 from fairgate.report.markdown import (
     VERDICT,
     bound_text,

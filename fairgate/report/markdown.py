@@ -15,13 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import GroupRow, MetricKey, MetricValue
-from fairgate.gate import CheckResult, Status
-from fairgate.outcome import GateReport
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
+from fairgate.core.gate import CheckResult, Status
+from fairgate.core.outcome import GateReport
+from fairgate.core.stats import Interval
 from fairgate.report.json import num
 from fairgate.report.terminal import changed_classes, fmt
-from fairgate.stats import Interval
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes GitHub accepts in one step's summary
 MAX_BYTES = 900 * 1024  # our budget: leaves room for anything else the step appends

@@ -11,11 +11,11 @@ from typing import Any
 
 import click
 
-from fairgate.evaluate import GroupRow
-from fairgate.gate import CheckResult, Status
-from fairgate.outcome import GateReport
+from fairgate.core.evaluate import GroupRow
+from fairgate.core.gate import CheckResult, Status
+from fairgate.core.outcome import GateReport
+from fairgate.core.stats import Interval
 from fairgate.report.json import num
-from fairgate.stats import Interval
 
 _STYLE = {
     Status.FAIL: "red",

@@ -18,8 +18,8 @@ from typing import Literal
 
 import click
 
-from fairgate.gate import CheckResult, Status
-from fairgate.outcome import GateReport
+from fairgate.core.gate import CheckResult, Status
+from fairgate.core.outcome import GateReport
 from fairgate.policy import Waiver
 from fairgate.report.markdown import (
     clip,

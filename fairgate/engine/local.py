@@ -9,12 +9,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fairgate.counts import CountAccumulator, Grouping, GroupingCounts
-from fairgate.data import AuditSet, LabelSpec, require_values
-from fairgate.errors import DataError, ModelError
-from fairgate.individual import RowSampler, SampledRows
-from fairgate.model import Predictor
-from fairgate.multiclass import (
+from fairgate.core.counts import CountAccumulator, Grouping, GroupingCounts
+from fairgate.core.individual import RowSampler, SampledRows
+from fairgate.core.multiclass import (
     ClassError,
     ClassIndex,
     Disagreement,
@@ -23,6 +20,9 @@ from fairgate.multiclass import (
     disagreement,
     equals,
 )
+from fairgate.errors import DataError, ModelError
+from fairgate.inputs.audit import AuditSet, LabelSpec, require_values
+from fairgate.inputs.model import Predictor
 
 # the teacher runs here while the student runs in the caller: onnxruntime releases the GIL
 _POOL = ThreadPoolExecutor(1, thread_name_prefix="fairgate-teacher")
@@ -130,7 +130,7 @@ def count_audit(
 
 @dataclass(frozen=True)
 class MulticlassPlan:
-    """What to count for a K-class gate (see fairgate/multiclass.py)."""
+    """What to count for a K-class gate (see fairgate/core/multiclass.py)."""
 
     label: str
     classes: ClassIndex

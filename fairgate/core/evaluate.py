@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fairgate.counts import Grouping, GroupingCounts
+from fairgate.core.counts import Grouping, GroupingCounts
+from fairgate.core.individual import Estimate, Paired
+from fairgate.core.metrics import CATALOGUE, GROUP_RATES, Context, Metric, explain_undefined, rate
+from fairgate.core.stats import Interval, holm, mcnemar_exact, percentile_interval, resample_cells, rng_for
 from fairgate.errors import DataError
-from fairgate.individual import Estimate, Paired
-from fairgate.metrics import CATALOGUE, GROUP_RATES, Context, Metric, explain_undefined, rate
-from fairgate.stats import Interval, holm, mcnemar_exact, percentile_interval, resample_cells, rng_for
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Score-based metrics per group: ROC AUC, Brier score, expected calibration error (ECE).
 
 These are not functions of decision counts, so they are computed on the row sample
-(:class:`fairgate.individual.RowSampler`; every row when the audit set fits), which holds per
+(:class:`fairgate.core.individual.RowSampler`; every row when the audit set fits), which holds per
 row the label, both models' positive-class scores and the group code of each grouping.
 
 Point values come from fairlearn's ``MetricFrame`` with sklearn's ``roc_auc_score`` and
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fairgate.counts import Grouping
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import MetricKey, MetricValue
+from fairgate.core.metrics import SCORE_METRICS, Family, ScoreMetricSpec
+from fairgate.core.stats import percentile_interval, rng_for
 from fairgate.errors import DataError
-from fairgate.evaluate import MetricKey, MetricValue
-from fairgate.metrics import SCORE_METRICS, Family, ScoreMetricSpec
-from fairgate.stats import percentile_interval, rng_for
 
 if TYPE_CHECKING:
     import scipy.sparse as sp

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import MetricKey, MetricValue
-from fairgate.metrics import CATALOGUE, TOP1_METRICS, Metric
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import MetricKey, MetricValue
+from fairgate.core.metrics import CATALOGUE, TOP1_METRICS, Metric
+from fairgate.core.stats import Interval
 from fairgate.policy import BOUNDS, Bound, Check, Policy, Waiver
-from fairgate.stats import Interval
 
 DecideOn = Literal["estimate", "significant", "conservative"]
 Outcome = Literal["pass", "fail", "undefined", "skipped"]

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from fairgate.counts import Grouping
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import MetricKey, MetricValue
+from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
-from fairgate.evaluate import MetricKey, MetricValue
-from fairgate.outcome import GateReport
 from fairgate.policy import LoadedPolicy
 from fairgate.report.json import num as json_number
 

@@ -85,7 +85,7 @@ def rate(conf: Array, name: str) -> Array:
 
 
 # ----------------------------------------------------------------------------- score metrics
-# Not functions of counts: computed on a row sample by fairgate/scores.py (fairlearn MetricFrame).
+# Not functions of counts: computed on a row sample by fairgate/core/scores.py (fairlearn MetricFrame).
 
 Family = Literal["roc_auc", "brier_score", "expected_calibration_error"]
 Aggregate = Literal["overall", "difference", "worst"]
@@ -272,7 +272,7 @@ def significant_accuracy_changes(cells: Array, ctx: Context, direction: int) -> 
     on the discordant rows, so it is a property of the teacher–student pair. Point counts
     ``cells[G, 2, 2, 2]`` only: a count of significant tests has no bootstrap interval.
     """
-    from fairgate.stats import holm, mcnemar_exact
+    from fairgate.core.stats import holm, mcnemar_exact
 
     idx = ctx.gated_index
     if idx.size == 0:
@@ -317,7 +317,7 @@ class Metric:
     # (top-1 correctness per true class), "reference" (the same, reference student as the
     # teacher) or "alignment" (bias-aligned vs bias-conflicting rows)
     derived: Literal["classes", "reference", "alignment"] | None = None
-    scored: bool = False  # from per-row scores on a row sample: fairgate/scores.py
+    scored: bool = False  # from per-row scores on a row sample: fairgate/core/scores.py
 
 
 def _bind(fn: Callable[[Array, Context, Any], Array], arg: Any) -> Callable[[Array, Context], Array]:
@@ -458,7 +458,7 @@ def _catalogue() -> dict[str, Metric]:
         by_name[name] = Metric(name, "overall", text, b.compute, b.rates, b.lo, b.hi,
                                paired=b.paired, derived=table)  # type: ignore[arg-type]
     def from_scores(conf: Array, ctx: Context) -> Array:
-        raise TypeError("score metrics are computed from the row sample (fairgate/scores.py)")
+        raise TypeError("score metrics are computed from the row sample (fairgate/core/scores.py)")
 
     for score in SCORE_METRICS.values():
         by_name[score.name] = Metric(score.name, score.scope, score.description, from_scores, (),

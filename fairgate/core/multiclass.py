@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fairgate.counts import _label
+from fairgate.core.counts import _label
 
 ALIGNED, CONFLICTING = "aligned", "conflicting"
 

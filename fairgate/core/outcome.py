@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fairgate.counts import Grouping
-from fairgate.evaluate import GroupRow, MetricValue
-from fairgate.gate import Decision
+from fairgate.core.counts import Grouping
+from fairgate.core.evaluate import GroupRow, MetricValue
+from fairgate.core.gate import Decision
 from fairgate.policy import LoadedPolicy
 
 

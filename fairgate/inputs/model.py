@@ -16,8 +16,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pyarrow as pa
 
-from fairgate.data import require_values
 from fairgate.errors import DataError, ModelError
+from fairgate.inputs.audit import require_values
 
 OutputMode = Literal["auto", "probabilities", "logits", "labels"]
 

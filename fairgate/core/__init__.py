@@ -1,0 +1,1 @@
+"""Pure computation: joint counts, metrics, statistics, evaluation and the gate decision."""

@@ -1,0 +1,1 @@
+"""What a gate reads: audit sets and models."""

@@ -1,0 +1,1 @@
+"""Systems fairgate reports to: MLflow and GitHub Actions."""
