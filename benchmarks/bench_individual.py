@@ -38,10 +38,13 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fairgate import individual as ind  # noqa: E402
+from fairgate.core import individual as ind  # noqa: E402
 from fairgate.inputs.model import OnnxPredictor  # noqa: E402
+from fairgate.inputs.outputs import ReadSettings  # noqa: E402
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
+# the Adult example models: unnamed [N, 2] probabilities, column 1 = P(">50K")
+ADULT_READ = ReadSettings(positive_label=">50K", positive_column=1)
 BATCH_ROWS = 65_536
 
 
@@ -187,11 +190,11 @@ def adult(args: argparse.Namespace) -> None:
     numeric = ["age", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
     table = pa.table({c: (table.column(c).cast(pa.float64()) if c in numeric else table.column(c))
                       for c in table.column_names})
-    teacher = OnnxPredictor("teacher", folder / "teacher.onnx", None, 0.5, "auto", None, ">50K")
+    teacher = OnnxPredictor("teacher", folder / "teacher.onnx", None, ADULT_READ)
     print(f"\nAdult example ({table.num_rows} rows; distance over {', '.join(numeric)} and "
           "workclass, marital_status, occupation, relationship; sex and race excluded)")
     for student_file in ("student_distilled_T4.onnx", "student_pruned.onnx", "student_int8.onnx"):
-        student = OnnxPredictor("student", folder / student_file, None, 0.5, "auto", None, ">50K")
+        student = OnnxPredictor("student", folder / student_file, None, ADULT_READ)
         batch = table.combine_chunks().to_batches()[0]
         ts, ss = (p_positive(folder / f, batch) for f in ("teacher.onnx", student_file))
         sampler = ind.RowSampler(args.sample_rows, seed=0)
@@ -240,8 +243,9 @@ def main() -> None:
         opts = ort.SessionOptions()
         sessions = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
                     for p in (tpath, spath)]
-        teacher = OnnxPredictor("teacher", tpath, tuple(FEATURES), 0.5, "probabilities", None, 1)
-        student = OnnxPredictor("student", spath, tuple(FEATURES), 0.5, "probabilities", None, 1)
+        read = ReadSettings("probabilities", positive_label=1)
+        teacher = OnnxPredictor("teacher", tpath, tuple(FEATURES), read)
+        student = OnnxPredictor("student", spath, tuple(FEATURES), read)
         infer(sessions[0], x[:BATCH_ROWS])  # warm up
         inference, measures = [], []
         results: dict[str, object] = {}

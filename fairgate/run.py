@@ -44,6 +44,7 @@ from fairgate.engine.local import CountResult, MulticlassPlan, SpuriousCut, coun
 from fairgate.errors import ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
+from fairgate.inputs.outputs import ReadSettings
 from fairgate.policy import LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
 
@@ -102,37 +103,47 @@ def groupings_of(policy: Policy) -> list[Grouping]:
 
 
 def _predictors(req: GateRequest, policy: Policy) -> tuple[Predictor, Predictor, Predictor | None]:
-    models = (req.teacher, req.student)
-    scores = (req.teacher_scores, req.student_scores)
-    if any(models) and any(scores):
-        raise UsageError("give either --teacher/--student models or --teacher-scores/"
-                         "--student-scores columns, not both")
-    if req.reference_student is not None and req.reference_scores is not None:
-        raise UsageError("give --reference-student or --reference-scores, not both")
+    """A predictor per model: an ONNX file or a column of precomputed predictions, each read
+    with its own settings (teachers and students are often exported differently)."""
     multi = policy.multiclass is not None
     if (req.reference_student or req.reference_scores) and not multi:
         raise UsageError("a reference student is compared class by class: it needs a multi-class "
                          "policy (a multiclass: section)")
-    m = policy.model
-    features = tuple(m.features) if m.features else None
 
-    def onnx(role: str, path: Path) -> Predictor:
-        return OnnxPredictor(role, path, features, m.threshold, m.output, m.output_name,
-                             policy.audit.positive_label, multiclass=multi)
+    def make(role: str, option: str, path: Path | None, column: str | None) -> Predictor | None:
+        if path is not None and column is not None:
+            raise UsageError(f"give --{option} or --{option}-scores for the {role}, not both")
+        s = policy.model.for_role(role)
+        classes, classes_from = declared_classes(policy, role)
+        if column is not None:
+            return ColumnPredictor(role, column, s.threshold, multi, classes, classes_from)
+        if path is None:
+            return None
+        read = ReadSettings(output=s.output, output_name=s.output_name, threshold=s.threshold,
+                            positive_label=policy.audit.positive_label,
+                            positive_class=s.positive_class, positive_column=s.positive_column,
+                            classes=classes, classes_from=classes_from, multiclass=multi)
+        return OnnxPredictor(role, path, s.features, read, s.missing)
 
-    def column(role: str, name: str) -> Predictor:
-        return ColumnPredictor(role, name, m.threshold, multiclass=multi)
+    reference = make("reference student", "reference", req.reference_student,
+                     req.reference_scores)
+    teacher = make("teacher", "teacher", req.teacher, req.teacher_scores)
+    student = make("student", "student", req.student, req.student_scores)
+    if teacher is None or student is None:
+        raise UsageError("give the teacher (--teacher T.onnx or --teacher-scores COL) and the "
+                         "student (--student S.onnx or --student-scores COL)")
+    return teacher, student, reference
 
-    reference = (onnx("reference student", req.reference_student) if req.reference_student
-                 else column("reference student", req.reference_scores) if req.reference_scores
-                 else None)
-    if req.teacher is not None and req.student is not None:
-        return onnx("teacher", req.teacher), onnx("student", req.student), reference
-    if req.teacher_scores is not None and req.student_scores is not None:
-        return (column("teacher", req.teacher_scores), column("student", req.student_scores),
-                reference)
-    raise UsageError("give both --teacher and --student (ONNX models), or both "
-                     "--teacher-scores and --student-scores (audit-set columns)")
+
+def declared_classes(policy: Policy, role: str) -> tuple[tuple[str, ...] | None, str]:
+    """Multi-class: the classes of a model's columns as the policy declares them, and where."""
+    own = policy.model.for_role(role).classes
+    if own is not None:
+        return tuple(value_label(c) for c in own), f"model.{role.replace(' ', '_')}.classes"
+    mc = policy.multiclass
+    if mc is not None and mc.classes is not None:
+        return tuple(value_label(c) for c in mc.classes), "multiclass.classes"
+    return None, ""
 
 
 def sha256_of(path: Path) -> str:
@@ -155,6 +166,8 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     t0 = time.perf_counter()
     teacher, student, reference = _predictors(req, policy)
     models = [p for p in (teacher, student, reference) if p is not None]
+    if policy.individual is not None and policy.individual.counterfactual is not None:
+        _check_counterfactual(policy.individual.counterfactual.column, teacher, student)
     groupings = report_groupings(policy)
     audit = policy.audit
     spurious = None
@@ -242,6 +255,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
+        warnings=same_model_warnings(inputs),
         individual=individual, classwise=classwise,
         scores=None if score_details is None else {
             "rows_sampled": len(counted.score_sample.rows) if counted.score_sample else 0,
@@ -317,15 +331,10 @@ def multiclass_plan(policy: Policy, groupings: list[Grouping], teacher: Predicto
     """The class index (fixed when the policy or the teacher names the classes) and tables."""
     mc = policy.multiclass
     assert mc is not None
-    keys, width = teacher.class_keys, teacher.class_width
     if mc.classes is not None:
         index = ClassIndex([value_label(c) for c in mc.classes], "in multiclass.classes of the policy")
-    elif keys is not None:
-        index = ClassIndex(keys, f"the teacher model names ({teacher.role})")
-    elif width is not None:
-        index = ClassIndex([str(i) for i in range(width)],
-                           f"of the teacher's {width} output columns (set multiclass.classes "
-                           "to name them)")
+    elif teacher.class_columns is not None:
+        index = ClassIndex(list(teacher.class_columns), "of the teacher model's columns")
     else:
         index = ClassIndex(None, "")
     positives = tuple(value_label(c) for c in mc.positive_classes)
@@ -427,9 +436,6 @@ def individual_values(
         "knn": {"k": knn.k, "queries": knn.queries, "reference_rows": knn.reference},
     }
     if cf is not None:
-        if not all(isinstance(p, OnnxPredictor) for p in (teacher, student)):
-            raise UsageError("counterfactual_flip_rate needs ONNX models (--teacher/--student), "
-                             "not precomputed scores")
         flips = counterfactual_flips(sample.batch(), cf.column, cf.values,
                                      lambda b: teacher.decide(b, 0),
                                      lambda b: student.decide(b, 0))
@@ -442,6 +448,36 @@ def individual_values(
                          for v, p in flips.by_value.items()},
         }
     return out, details
+
+
+def _check_counterfactual(column: str, teacher: Predictor, student: Predictor) -> None:
+    """Flipping a column that no model reads cannot change a decision: a flip rate of 0 there
+    would pass the check without measuring anything."""
+    onnx = [p for p in (teacher, student) if isinstance(p, OnnxPredictor)]
+    if len(onnx) < 2:
+        raise UsageError("counterfactual_flip_rate needs ONNX models (--teacher/--student), "
+                         "not precomputed scores")
+    if not any(column in p.columns for p in onnx):
+        inputs = "; ".join(f"{p.role} reads {', '.join(p.columns)}" for p in onnx)
+        raise ModelError(f"individual.counterfactual.column {column!r} is not an input of either "
+                         f"model ({inputs}), so no decision can flip; name a column a model reads")
+
+
+def same_model_warnings(inputs: dict[str, Any]) -> tuple[str, ...]:
+    """A student that is the teacher (same file bytes, or the same scores column) passes every
+    check with a change of exactly 0: say so, in every report."""
+    out = []
+    for a, b in (("teacher", "student"), ("reference_student", "student")):
+        x, y = inputs.get(a), inputs.get(b)
+        if x is None or y is None:
+            continue
+        same = (x.get("sha256") is not None and x.get("sha256") == y.get("sha256")) or \
+            (x.get("column") is not None and x.get("column") == y.get("column"))
+        if same:
+            what = f"sha256 {x['sha256'][:12]}…" if x.get("sha256") else f"column {x['column']!r}"
+            out.append(f"the {b} is the {a.replace('_', ' ')} ({what}): every change is 0 by "
+                       f"construction, so this gate says nothing about a compressed model")
+    return tuple(out)
 
 
 def _hash_model(path: Path | None) -> dict[str, str]:

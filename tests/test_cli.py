@@ -20,6 +20,7 @@ audit:
   sensitive: [sex]
 model:
   features: [age, education_num, hours_per_week, capital_gain, capital_loss]
+  positive_column: 1   # column 1 is ">50K" in every fixture (classes 0/1, or unnamed)
 checks:
   - id: dp
     metric: demographic_parity_difference
@@ -132,11 +133,12 @@ def test_undefined_can_be_downgraded_to_warn(tmp_path, write_policy, run_cli) ->
 
 
 USAGE = [
-    ((), "give both --teacher and --student (ONNX models), or both --teacher-scores and "
-         "--student-scores (audit-set columns)"),
-    (("--teacher-scores", "t"), "give both --teacher and --student"),
-    (("--teacher", "t.onnx", "--student-scores", "s"), "give either --teacher/--student models "
-     "or --teacher-scores/--student-scores columns, not both"),
+    ((), "give the teacher (--teacher T.onnx or --teacher-scores COL) and the student "
+         "(--student S.onnx or --student-scores COL)"),
+    (("--teacher-scores", "t"), "give the teacher (--teacher T.onnx or --teacher-scores COL) and "
+     "the student (--student S.onnx or --student-scores COL)"),
+    (("--teacher", "t.onnx", "--teacher-scores", "t", "--student-scores", "s"),
+     "give --teacher or --teacher-scores for the teacher, not both"),
 ]
 
 
@@ -260,7 +262,7 @@ def test_model_errors_exit_3(write_policy, run_cli, tmp_path) -> None:
         (tmp_path / "nope.onnx", "student model"),
         (MODELS / "multiclass_probs.onnx", "3 classes; fairgate gates binary decisions"),
         (MODELS / "pipeline_percolumn.onnx", "inputs are (age, hours_per_week, sex, race) but "
-                                             "model.features lists"),
+                                             "its features (model.features) list"),
     ]:
         r = run_cli("check", "--policy", policy, "--data", data, "--teacher",
                     MODELS / "lr_nozipmap.onnx", "--student", student, "--no-mlflow")

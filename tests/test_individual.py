@@ -35,6 +35,7 @@ from fairgate.core.individual import (
 )
 from fairgate.errors import DataError
 from fairgate.inputs.model import OnnxPredictor
+from fairgate.inputs.outputs import ReadSettings
 from tests.conftest import EXAMPLE, MODELS
 
 # ----------------------------------------------------------------------------- sampler
@@ -445,7 +446,7 @@ def numeric_model(path: Path) -> Path:
 
 
 def _predictor(path: Path, features: tuple[str, ...] | None = None) -> OnnxPredictor:
-    return OnnxPredictor("teacher", path, features, 0.5, "auto", None, 1)
+    return OnnxPredictor("teacher", path, features, ReadSettings(positive_label=1))
 
 
 def test_flips_on_a_string_input_worked_out_by_hand(tmp_path: Path) -> None:

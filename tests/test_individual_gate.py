@@ -26,6 +26,7 @@ audit:
   label: income
   positive_label: ">50K"
   sensitive: [sex, race]
+model: {positive_column: 1}   # the example models' unnamed [N, 2] output
 checks:
   - {id: lip, metric: individual_lipschitz, max_increase: 0.05}
   - {id: knn, metric: knn_consistency, max_decrease: 0.05}

@@ -16,6 +16,7 @@ import pytest
 
 from fairgate.errors import ModelError
 from fairgate.inputs.model import OnnxPredictor
+from fairgate.inputs.outputs import ReadSettings
 from tests.conftest import EXAMPLE, MODELS
 
 FEATURES = ("age", "education_num", "hours_per_week", "capital_gain", "capital_loss")
@@ -40,8 +41,8 @@ def raw(name: str, batch: pa.RecordBatch, output: str) -> object:
 
 def predictor(name: str, features: tuple[str, ...] | None = FEATURES, output: str = "auto",
               output_name: str | None = None, threshold: float = 0.5) -> OnnxPredictor:
-    return OnnxPredictor("student", MODELS / name, features, threshold, output,  # type: ignore[arg-type]
-                         output_name, 1)
+    return OnnxPredictor("student", MODELS / name, features,
+                         ReadSettings(output, output_name, threshold, positive_label=1))  # type: ignore[arg-type]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -114,7 +115,7 @@ def test_ambiguous_outputs_name_the_options() -> None:
     assert str(e.value) == (
         "student model two_float_outputs.onnx: cannot tell which output holds the scores "
         "(out_a tensor(float) [N, 2], out_b tensor(float) [N, 2]); set model.output_name to "
-        "one of them and model.output to probabilities, logits or labels"
+        "one of them"
     )
 
 
@@ -130,29 +131,27 @@ def test_multiclass_is_refused() -> None:
         predictor("multiclass_probs.onnx")
 
 
-def test_logits_declared_for_probabilities_model_differs_from_auto(batch) -> None:
-    # declaring logits on a probability output applies a softmax to probabilities: the
-    # policy's word is followed, and the describe() says so
-    p = predictor("torch_probs.onnx", output="logits")
-    assert p.describe()["output"]["chosen"] == "policy"
-    probs = raw("torch_probs.onnx", batch, "probs").astype(np.float64)
-    expected = 1 / (1 + np.exp(probs[:, 0] - probs[:, 1])) >= 0.5
-    assert np.array_equal(p.decide(batch, 0), expected)
-
-
-def test_probabilities_declared_for_logit_model_is_an_input_error(batch) -> None:
-    p = predictor("torch_logit.onnx", output="probabilities")
-    with pytest.raises(ModelError, match=r"read as probabilities, but row \d+ is not a "
-                                         r"probability in \[0, 1\]; set model.output: logits"):
-        p.decide(batch, 0)
+@pytest.mark.parametrize(("name", "declared", "message"), [
+    ("torch_probs.onnx", "logits", "student model torch_probs.onnx: model.output is logits, but "
+     "output 'probs' comes out of Softmax: it holds probabilities; remove model.output or set it "
+     "to probabilities"),
+    ("torch_logit.onnx", "probabilities", "student model torch_logit.onnx: model.output is "
+     "probabilities, but output 'logit' comes out of Gemm: it holds logits; remove model.output "
+     "or set it to logits"),
+])
+def test_declared_scale_that_the_graph_contradicts_is_refused(name, declared, message) -> None:
+    # declaring logits on a Softmax output would apply a second softmax: a wrong verdict
+    with pytest.raises(ModelError) as e:
+        predictor(name, output=declared)
+    assert str(e.value) == message
 
 
 def test_input_width_mismatch_names_both_shapes() -> None:
     with pytest.raises(ModelError) as e:
         predictor("lr_nozipmap.onnx", features=(*FEATURES, "fnlwgt"))
     assert str(e.value) == (
-        "student model lr_nozipmap.onnx: input 'float_input' has shape [N, 5], but "
-        "model.features gives [N, 6] (age, education_num, hours_per_week, capital_gain, "
+        "student model lr_nozipmap.onnx: input 'float_input' has shape [N, 5], but its "
+        "features (model.features) give [N, 6] (age, education_num, hours_per_week, capital_gain, "
         "capital_loss, fnlwgt)"
     )
 
@@ -164,7 +163,7 @@ def test_matrix_input_needs_features() -> None:
 
 def test_per_column_inputs_must_match_features() -> None:
     with pytest.raises(ModelError, match=r"inputs are \(age, hours_per_week, sex, race\) but "
-                                         r"model.features lists \(age, sex\)"):
+                                         r"its features \(model.features\) list \(age, sex\)"):
         predictor("pipeline_percolumn.onnx", features=("age", "sex"))
 
 
@@ -172,12 +171,12 @@ def test_not_onnx(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"this is not a protobuf \x00\xff" * 10)
     with pytest.raises(ModelError, match=r"model\.onnx: not an ONNX model"):
-        OnnxPredictor("teacher", bad, FEATURES, 0.5, "auto", None, 1)
+        OnnxPredictor("teacher", bad, FEATURES, ReadSettings(positive_label=1))
 
 
 def test_missing_model(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"teacher model .*nope\.onnx: file not found"):
-        OnnxPredictor("teacher", tmp_path / "nope.onnx", FEATURES, 0.5, "auto", None, 1)
+        OnnxPredictor("teacher", tmp_path / "nope.onnx", FEATURES, ReadSettings(positive_label=1))
 
 
 def _external_model(folder: Path, location: str) -> Path:
@@ -204,7 +203,7 @@ def test_external_data_outside_the_folder_is_refused(tmp_path: Path, location: s
     folder.mkdir()
     path = _external_model(folder, location)
     with pytest.raises(ModelError) as e:
-        OnnxPredictor("student", path, FEATURES, 0.5, "auto", None, 1)
+        OnnxPredictor("student", path, FEATURES, ReadSettings(positive_label=1))
     assert str(e.value) == (
         f"student model {path}: tensor 'w' points to external data {location!r} outside the "
         "model's folder; refusing to read it"
@@ -214,5 +213,5 @@ def test_external_data_outside_the_folder_is_refused(tmp_path: Path, location: s
 def test_external_data_inside_the_folder_loads(tmp_path: Path, batch) -> None:
     path = _external_model(tmp_path, "weights.bin")
     (tmp_path / "weights.bin").write_bytes(np.ones(10, np.float32).tobytes())
-    p = OnnxPredictor("student", path, FEATURES, 0.5, "auto", None, 1)
+    p = OnnxPredictor("student", path, FEATURES, ReadSettings(positive_label=1))
     assert p.decide(batch, 0).shape == (batch.num_rows,)

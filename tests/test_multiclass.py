@@ -389,15 +389,16 @@ def test_model_width_and_positive_class_must_match_the_classes(workclass, write_
                 MODELS / "mc_torch_logits.onnx", "--student", MODELS / "mc_torch_logits.onnx",
                 "--no-mlflow")
     assert r.exit_code == 3
-    assert r.stderr.strip() == ("fairgate: error: teacher model has 3 class columns but there are "
-                                "4 classes in multiclass.classes of the policy")
+    assert r.stderr.strip() == ("fairgate: error: teacher model mc_torch_logits.onnx: output "
+                                "'logits' has 3 class columns but multiclass.classes lists 4 "
+                                "classes")
     unknown = MC_POLICY.replace("{CLASSES}", "{positive_classes: [Freelance]}")
     r = run_cli("check", "--policy", write_policy(unknown), "--data", path, "--teacher",
                 MODELS / "mc_lr_zipmap.onnx", "--student", MODELS / "mc_lr_zipmap.onnx",
                 "--no-mlflow")
     assert r.exit_code == 3
     assert r.stderr.strip() == ("fairgate: error: positive class 'Freelance' is not one of the 3 "
-                                "classes the teacher model names (teacher) (Gov, Private, "
+                                "classes of the teacher model's columns (Gov, Private, "
                                 "Self-emp)")
 
 
@@ -476,7 +477,7 @@ def test_nan_class_scores_are_a_model_error(tmp_path, write_policy, run_cli) -> 
         version: 1
         audit: {label: y, sensitive: [g]}
         model: {features: [x]}
-        multiclass: {}
+        multiclass: {classes: [0, 1, 2]}
         checks: [{id: acc, metric: accuracy, max_decrease: 0.1}]
         """)
     r = run_cli("check", "--policy", policy, "--data", tmp_path / "a.parquet", "--teacher",

@@ -21,6 +21,7 @@ audit:
   positive_label: ">50K"
   sensitive: [sex, race]
   min_group_size: 100
+model: {positive_column: 1}   # the example models' unnamed [N, 2] output
 checks:
   - {id: auc-gap, metric: roc_auc_difference, max_increase: 0.02}
   - {id: brier, metric: worst_group_brier_score, on: [race], max_increase: 0.02}

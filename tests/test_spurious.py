@@ -24,6 +24,7 @@ audit:
   sensitive: [race]
   min_group_size: 100
   spurious: {attribute: sex, value: Male, label: ">50K"}
+model: {positive_column: 1}   # the example models' unnamed [N, 2] output
 checks:
   - {id: gap, metric: spurious_gap, max_increase: 0.01}
   - {id: conflicting, metric: bias_conflicting_accuracy, max_decrease: 0.01}
@@ -62,6 +63,7 @@ def test_spurious_gap_of_a_multiclass_model(write_policy, run_cli) -> None:
     """Women go with Adm-clerical in this data: how much does the student lean on it?"""
     df = pd.read_parquet(MC / "audit.parquet")
     policy = POLICY.replace("label: income\n  positive_label: \">50K\"", "label: occupation")
+    policy = policy.replace("model: {positive_column: 1}", "")
     policy = policy.replace("{attribute: sex, value: Male, label: \">50K\"}",
                             "{attribute: sex, value: Female, label: Adm-clerical}")
     classes = ", ".join((MC / "classes.txt").read_text().split())

@@ -23,6 +23,7 @@ class GateReport:
     version: str
     timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # about the inputs (the student is the teacher): in every report
     individual: dict[str, Any] | None = None  # sample details behind the individual metrics
     classwise: dict[str, Any] | None = None  # multi-class: per-class tests, disagreement
     scores: dict[str, Any] | None = None  # the row sample behind the score metrics, per group

@@ -119,6 +119,7 @@ def count_audit(
         raise DataError(f"{audit.path}: the audit set has no rows")
     if spurious is not None:
         spurious.check(seen, label.column, audit.path)
+    _check_zero_one(label, others, (teacher, student))
     if positives == 0:
         raise DataError(
             f"{audit.path}: no row of label column {label.column!r} equals positive_label "
@@ -126,6 +127,21 @@ def count_audit(
         )
     return CountResult(acc.result(), offset, sampler.result() if sampler is not None else None,
                        score_sample=score_sampler.result() if score_sampler is not None else None)
+
+
+def _check_zero_one(label: LabelSpec, others: set[str], models: tuple[Predictor, ...]) -> None:
+    """A model whose positive column was taken from a 0/1 positive_label (unnamed [N, 2]
+    columns, or an argmax label) is right only if the labels are 0 and 1: confirm it."""
+    for p in models:
+        if not p.zero_one:
+            continue
+        expected = {"0"} if label.positive == 1 else {"1"}
+        if not others <= expected:
+            raise ModelError(
+                f"{p.role} model: its output columns are unnamed and positive_label "
+                f"{label.positive!r} was read as a column position, which holds only when the "
+                f"labels are 0 and 1, but label column {label.column!r} also holds "
+                f"{', '.join(sorted(others))}; set model.positive_column (0 or 1)")
 
 
 @dataclass(frozen=True)
@@ -143,34 +159,17 @@ class MulticlassPlan:
 
 def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
              columns: dict[str, np.ndarray]) -> np.ndarray:
-    """Class indices of a model's top-1 output: column positions or label values."""
-    width = predictor.class_width
+    """Class indices of a model's top-1: positions into its named columns, or labels."""
+    names = predictor.class_columns
     try:
-        if width is None and _positions(raw, classes):  # argmax exported as the label
-            if raw.size and (raw.min() < 0 or raw.max() >= len(classes)):
-                raise ClassError(f"{predictor.role} predictions hold class index "
-                                 f"{int(raw.min() if raw.min() < 0 else raw.max())}, outside "
-                                 f"0 .. {len(classes) - 1} (the {len(classes)} classes "
-                                 f"{classes.source})")
-            return raw.astype(np.int64, copy=False)
-        if width is None:
+        if names is None:
             return classes.encode(raw, f"{predictor.role} predictions")
         if predictor.role not in columns:
-            columns[predictor.role] = classes.of_columns(
-                width, predictor.class_keys, f"{predictor.role} model")
+            columns[predictor.role] = classes.encode(np.asarray(names, dtype=object),
+                                                     f"{predictor.role} model (class of a column)")
         return columns[predictor.role][raw]
     except ClassError as e:
         raise ModelError(str(e)) from None
-
-
-def _positions(raw: Any, classes: ClassIndex) -> bool:
-    """Integer labels of a model whose classes have names are positions into them.
-
-    A torch model exported with argmax gives 0 .. K-1 while the policy names the classes;
-    an integer that is itself a class name (labels 0 .. K-1) is read as that name.
-    """
-    return (isinstance(raw, np.ndarray) and raw.dtype.kind in "iu" and classes.fixed
-            and not any(name.lstrip("-").isdigit() for name in classes.names))
 
 
 def _index_of(classes: ClassIndex, name: str) -> int:

@@ -155,7 +155,7 @@ class LabelSpec:
         values = col.to_numpy(zero_copy_only=False)
         if pa.types.is_floating(col.type) and np.isnan(values).any():
             raise DataError(f"{path}: label column {self.column!r} has NaN values")
-        pos = self._match(values, col.type)
+        pos = self._match(values, col.type, path)
         rest = {_text(v) for v in np.unique(values[~pos])}
         others |= rest
         if len(others) > 1:
@@ -166,17 +166,35 @@ class LabelSpec:
             )
         return pos
 
-    def _match(self, values: np.ndarray, typ: pa.DataType) -> np.ndarray:
+    def _match(self, values: np.ndarray, typ: pa.DataType, path: Path) -> np.ndarray:
+        """Rows equal to the positive label, compared exactly in the column's own type.
+
+        A boolean column needs a boolean positive_label and a numeric column a number (never
+        a boolean: ``True == 1`` in Python); a text column takes text, or an integer written
+        without quotes. Anything else would silently match nothing, or the wrong class.
+        """
         p = self.positive
+        if pa.types.is_dictionary(typ):
+            typ = typ.value_type
         if pa.types.is_boolean(typ):
-            want = p if isinstance(p, bool) else str(p).lower() in ("1", "true")
-            return values == want
+            if not isinstance(p, bool):
+                raise DataError(f"{path}: label column {self.column!r} is boolean, but "
+                                f"positive_label is {p!r}; write positive_label: true (or false)")
+            return values == p
         if pa.types.is_integer(typ) or pa.types.is_floating(typ):
-            try:
-                return np.asarray(values == float(p))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                return np.zeros(len(values), dtype=bool)
-        return values.astype(str) == str(p)
+            if isinstance(p, bool) or not isinstance(p, int | float):
+                raise DataError(f"{path}: label column {self.column!r} holds numbers ({typ}), but "
+                                f"positive_label is {p!r}; write the positive label as a number "
+                                "without quotes")
+            return np.asarray(values == p)
+        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            if isinstance(p, bool | float):
+                raise DataError(f"{path}: label column {self.column!r} holds text, but "
+                                f"positive_label is {p!r}; quote the label exactly as it is "
+                                "written in the column")
+            return values.astype(str) == str(p)
+        raise DataError(f"{path}: label column {self.column!r} has type {typ}; a label must be "
+                        "boolean, a number or text")
 
 
 def _text(v: object) -> str:

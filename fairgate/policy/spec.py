@@ -64,13 +64,84 @@ class MulticlassSpec(_Strict):
         "metrics other than accuracy (demographic parity, equalized odds, ...).")
 
 
-class ModelSpec(_Strict):
+OutputMode = Literal["auto", "probabilities", "logits", "labels"]
+Roles = ("teacher", "student", "reference_student")
+
+
+class _ModelFields(_Strict):
+    """Settings that may be shared by every model or given per model."""
+
+    features: list[str] | None = Field(
+        None, description="Input columns, in order, of a model with one matrix input.")
+    features_file: str | None = Field(
+        None, description="A text file (relative to the policy) listing the input columns, one "
+        "per line, in order: for one-hot matrices of many columns.")
+    threshold: float | None = Field(None, ge=0.0, le=1.0,
+                                    description="Decision: score >= threshold (default 0.5).")
+    output: OutputMode | None = Field(None, description="How to read the output (default auto).")
+    output_name: str | None = Field(None, description="Model output to read, if several.")
+    positive_class: Scalar | None = Field(
+        None, description="The model's own class label that means audit.positive_label, when "
+        "the model names its classes differently from the audit set's labels.")
+    positive_column: int | None = Field(
+        None, ge=0, le=1, description="Which column of an unnamed [N, 2] output is the positive "
+        "class, when the model's graph does not name its columns.")
+    missing: Literal["refuse", "pass"] | None = Field(
+        None, description="NaN or missing feature values: refuse (default), or pass them to a "
+        "model that imputes (float inputs only).")
+
+
+class ModelOverride(_ModelFields):
+    """One model's settings where they differ from the shared ones (teachers and students
+    are often exported differently)."""
+
+    classes: list[Scalar] | None = Field(
+        None, description="Multi-class: the classes of this model's output columns, in order, "
+        "when its graph does not name them (default: multiclass.classes).")
+
+
+class ModelSpec(_ModelFields):
     """How audit rows become model inputs and scores become decisions."""
 
-    features: list[str] | None = Field(None, description="Input columns, in order.")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Decision: score >= threshold.")
-    output: Literal["auto", "probabilities", "logits", "labels"] = "auto"
-    output_name: str | None = Field(None, description="Model output to read, if several.")
+    output: OutputMode = Field("auto", description="How to read the output.")
+    missing: Literal["refuse", "pass"] = Field(
+        "refuse", description="NaN or missing feature values: refuse, or pass them to a model "
+        "that imputes (float inputs only).")
+
+    teacher: ModelOverride | None = None
+    student: ModelOverride | None = None
+    reference_student: ModelOverride | None = None
+
+    def for_role(self, role: str) -> ModelSettings:
+        """The settings of one model: its own where given, else the shared ones."""
+        own = getattr(self, role.replace(" ", "_"), None) or ModelOverride()
+
+        def pick(name: str) -> Any:
+            mine = getattr(own, name)
+            return mine if mine is not None else getattr(self, name)
+
+        features = pick("features")
+        return ModelSettings(
+            features=tuple(features) if features else None,
+            threshold=pick("threshold"), output=pick("output"), output_name=pick("output_name"),
+            positive_class=pick("positive_class"), positive_column=pick("positive_column"),
+            missing=pick("missing"),
+            classes=tuple(own.classes) if own.classes is not None else None)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """One model's resolved settings (``model:`` merged with ``model.<role>:``)."""
+
+    features: tuple[str, ...] | None
+    threshold: float
+    output: OutputMode
+    output_name: str | None
+    positive_class: Scalar | None
+    positive_column: int | None
+    missing: Literal["refuse", "pass"]
+    classes: tuple[Scalar, ...] | None  # declared by model.<role>.classes only
 
 
 Bound = Literal[
@@ -285,10 +356,7 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
         if attr not in sens:
             errs.append((("audit", "reference_groups", attr),
                          f"{attr!r} is not a sensitive attribute ({', '.join(sens)})"))
-    features = _list(_dict(data.get("model")).get("features"))
-    for i, f in enumerate(features):
-        if features.index(f) != i:
-            errs.append((("model", "features", i), f"{f!r} is listed twice"))
+    errs += _model_errors(_dict(data.get("model")), data.get("multiclass") is not None)
     ids: dict[str, int] = {}
     individual = data.get("individual")
     for i, c in enumerate(_list(data.get("checks"))):
@@ -331,6 +399,32 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                 names = ", ".join("*".join(map(str, x)) for x in allowed)
                 errs.append((("waivers", i, "grouping"), f"check {w['check']!r} is not decided on "
                              f"grouping {'*'.join(map(str, wanted))} (it is on: {names})"))
+    return errs
+
+
+def _model_errors(model: dict[str, Any], multi: bool) -> list[tuple[Path_, str]]:
+    """Per-model and shared model settings: each key where it means something, once."""
+    errs: list[tuple[Path_, str]] = []
+    scopes: list[tuple[Path_, dict[str, Any]]] = [(("model",), model)]
+    scopes += [(("model", r), _dict(model.get(r))) for r in Roles if isinstance(model.get(r), dict)]
+    for at, scope in scopes:
+        features = _list(scope.get("features"))
+        for i, f in enumerate(features):
+            if features.index(f) != i:
+                errs.append(((*at, "features", i), f"{f!r} is listed twice"))
+        for a, b in (("features", "features_file"), ("positive_class", "positive_column")):
+            if scope.get(a) is not None and scope.get(b) is not None:
+                errs.append(((*at, b), f"give {a} or {b}, not both"))
+        wrong = (("positive_class", "positive_column", "threshold") if multi else ("classes",))
+        for key in wrong:
+            if key in scope and not (key == "threshold" and at == ("model",)):
+                why = ("is for binary models; a multi-class model's decision is its top-1 class"
+                       if multi else "is for multi-class models (a multiclass: section)")
+                errs.append(((*at, key), f"{key} {why}"))
+        classes = [value_label(c) for c in _list(scope.get("classes"))]
+        for i, c in enumerate(classes):
+            if classes.index(c) != i:
+                errs.append(((*at, "classes", i), f"class {c!r} is listed twice"))
     return errs
 
 
@@ -487,7 +581,70 @@ def load_policy(path: Path) -> LoadedPolicy:
         raise PolicyError(f"{path}: cannot read the policy: {e}") from None
     data, lines = parse_yaml(text, str(path))
     policy = validate(data, lines, str(path))
+    policy = _with_features_files(policy, path, lines)
     return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), text, lines)
+
+
+#: A features file lists a model's input columns; a few thousand one-hot columns is large.
+FEATURES_FILE_BYTES = 1 << 20
+FEATURES_FILE_NAMES = 100_000
+
+
+def _with_features_files(policy: Policy, path: Path, lines: dict[Path_, int]) -> Policy:
+    """The policy with each ``features_file`` read into ``features`` (relative to the policy)."""
+    model = policy.model
+    updates: dict[str, Any] = {}
+    for role in (None, *Roles):
+        scope = model if role is None else getattr(model, role)
+        if scope is None or scope.features_file is None:
+            continue
+        at: Path_ = ("model", "features_file") if role is None else ("model", role, "features_file")
+        where = f"{path}:{_line_for(lines, at)}: {_dotted(at)}"
+        names = read_features_file(path.parent / scope.features_file, where)
+        changed = scope.model_copy(update={"features": names, "features_file": None})
+        if role is None:
+            updates.update(features=names, features_file=None)
+        else:
+            updates[role] = changed
+    if not updates:
+        return policy
+    return policy.model_copy(update={"model": model.model_copy(update=updates)})
+
+
+def read_features_file(file: Path, where: str) -> list[str]:
+    """Column names, one per line in order; blank lines and lines starting with ``#`` are
+    skipped (a ``#`` inside a line is part of the name)."""
+    import stat
+
+    try:
+        info = file.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyError(f"{where}: {file} is not a regular file")
+        if info.st_size > FEATURES_FILE_BYTES:
+            raise PolicyError(f"{where}: {file} has {info.st_size:,} bytes; a features file may "
+                              f"have at most {FEATURES_FILE_BYTES:,}")
+        text = file.read_bytes()[: FEATURES_FILE_BYTES + 1].decode("utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"{where}: {file} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise PolicyError(f"{where}: cannot read {file}: {e}") from None
+    names: list[str] = []
+    first: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        if name in first:
+            raise PolicyError(f"{where}: {file}:{number}: {name!r} is listed twice (first on line "
+                              f"{first[name]})")
+        first[name] = number
+        names.append(name)
+    if not names:
+        raise PolicyError(f"{where}: {file} lists no column")
+    if len(names) > FEATURES_FILE_NAMES:
+        raise PolicyError(f"{where}: {file} lists {len(names):,} columns; at most "
+                          f"{FEATURES_FILE_NAMES:,}")
+    return names
 
 
 def json_schema() -> dict[str, Any]:

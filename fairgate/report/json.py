@@ -163,6 +163,7 @@ def to_dict(report: GateReport) -> dict[str, Any]:
         "scores": report.scores,
         "inputs": report.inputs,
         "notes": list(report.notes),
+        "warnings": list(report.warnings),
         "run": {"started_at": report.started_at, "timings": report.timings},
     }
 
