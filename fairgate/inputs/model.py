@@ -28,6 +28,7 @@ from fairgate.inputs.outputs import (
     class_top1,
     describe,
     plan_output,
+    planned,
     rows_of,
     shape_text,
 )
@@ -202,6 +203,7 @@ class OnnxPredictor:
 
     def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         raws = self._run(batch, offset)
+        self._plan = planned(self._plan, raws[0], batch.num_rows, offset)
         plan, rows, where = self._plan, batch.num_rows, self._output_where()
         if plan.check_label is not None:
             check_labels_agree(plan, rows_of(raws[0], rows, where, offset).astype(np.float64),
@@ -234,7 +236,7 @@ class OnnxPredictor:
             if bad.any():
                 first = int(np.flatnonzero(bad)[0])
                 raise ModelError(f"{where}: row {offset + first} has column position "
-                                 f"{labels[first]!r}, outside 0 .. {len(plan.columns) - 1} (the "
+                                 f"{labels[first].item()!r}, outside 0 .. {len(plan.columns) - 1} (the "
                                  f"{len(plan.columns)} classes of {plan.columns_from})")
         return labels
 
@@ -426,7 +428,7 @@ class ColumnPredictor:
             if bad.any():
                 first = int(np.flatnonzero(bad)[0])
                 raise DataError(f"{self.role} predictions column {self.column!r}: row "
-                                f"{offset + first} has class position {arr[first]!r}, outside "
+                                f"{offset + first} has class position {arr[first].item()!r}, outside "
                                 f"0 .. {len(self.classes) - 1} (the classes of "
                                 f"{self.classes_from})")
             return np.asarray(self.classes, dtype=object)[arr]

@@ -11,7 +11,7 @@ What was chosen, and why, is kept in the plan and shown in every report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -83,7 +83,7 @@ class Plan:
     """What to read from which output; fixed at load, except a scale left to the values."""
 
     output: str
-    kind: Literal["proba2", "score", "labels", "classes"]
+    kind: Literal["proba2", "score", "labels", "classes", "deferred"]
     scale: Scale | None = None  # proba2 / score; None until the first batch decides
     scale_from: str = ""
     column: int = 1  # proba2: the positive column
@@ -97,6 +97,8 @@ class Plan:
     check_label: str | None = None  # a label output cross-checked against the argmax
     check_classes: tuple[str, ...] | None = None  # classes by column for that check
     others: set[str] = field(default_factory=set)  # binary labels: non-positive values seen
+    # deferred: an output whose width is only known at run time, planned on its first batch
+    pending: tuple[Output, Output | None, ReadSettings, str] | None = None
 
     @property
     def outputs(self) -> list[str]:
@@ -255,9 +257,7 @@ def _binary_scores(out: Output, label_out: Output | None, settings: ReadSettings
         plan = Plan(out.name, "proba2", scale, scale_from, column=column,
                     positive_text=_positive_text(settings), positive_from=how, zero_one=zero_one)
     else:  # width unknown until the first batch: [N, 1] and [N, 2] need different proofs
-        raise ModelError(f"{where}: output {out.name!r} has shape {shape_text(out.shape)}: its "
-                         "number of columns is not declared; set model.output_name to an output "
-                         "with a declared shape, or re-export it with a static last dimension")
+        return Plan(out.name, "deferred", pending=(out, label_out, settings, where))
     if label_out is not None and facts.classes is not None and label_out.facts.classes == \
             facts.classes and label_out.facts.labels == "class values":
         plan.check_label = label_out.name
@@ -377,6 +377,16 @@ def _integer_text(name: str) -> bool:
 # ----------------------------------------------------------------------------- every batch
 
 
+def planned(plan: Plan, raw: Any, rows: int, offset: int) -> Plan:
+    """A deferred plan made concrete from the shape of its first batch (else ``plan``)."""
+    if plan.kind != "deferred" or plan.pending is None:
+        return plan
+    out, label_out, settings, where = plan.pending
+    arr = rows_of(raw, rows, f"{where}, output {out.name!r}", offset)
+    shape = (None,) if arr.ndim == 1 else (None, arr.shape[1])
+    return _binary_scores(replace(out, shape=shape), label_out, settings, where)
+
+
 def rows_of(raw: Any, rows: int, where: str, offset: int) -> np.ndarray:
     """The output as an array with exactly ``rows`` rows (an output reduced over the batch,
     which broadcasting would silently spread over every row, is refused)."""
@@ -412,7 +422,8 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
         return arr[:, plan.column] if plan.kind == "proba2" else arr
     if plan.kind == "score":
         return expit(arr)  # exact at ±inf: 0 and 1
-    margin = arr[:, plan.column] - arr[:, 1 - plan.column]
+    with np.errstate(invalid="ignore"):  # inf − inf is NaN, refused just below
+        margin = arr[:, plan.column] - arr[:, 1 - plan.column]
     bad = np.isnan(margin)  # both logits infinite with the same sign: no decision
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
@@ -424,10 +435,10 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
 def _scale_from_values(arr: np.ndarray, vectors: bool, where: str, offset: int
                        ) -> tuple[Scale, str]:
     """Probabilities or logits, decided on the first batch only when the values prove it."""
-    finite = np.isfinite(arr).all()
+    finite = bool(np.isfinite(arr).all())
     lo, hi = float(np.min(arr)), float(np.max(arr))
     in_unit = finite and lo >= -UNIT_TOL and hi <= 1 + UNIT_TOL
-    sums = (not vectors) or bool(np.all(np.abs(arr.sum(axis=1) - 1.0) < PROB_TOL))
+    sums = (not vectors) or (finite and bool(np.all(np.abs(arr.sum(axis=1) - 1.0) < PROB_TOL)))
     if in_unit and sums:
         return "probabilities", f"the values (all in [0, 1]{', rows sum to 1' if vectors else ''})"
     if not finite or lo < -LOGIT_EVIDENCE or hi > 1 + LOGIT_EVIDENCE:
@@ -442,7 +453,8 @@ def _scale_from_values(arr: np.ndarray, vectors: bool, where: str, offset: int
 def _check_unit(arr: np.ndarray, where: str, offset: int, vectors: bool) -> None:
     bad = ~((arr >= -UNIT_TOL) & (arr <= 1 + UNIT_TOL))  # NaN and inf are bad too
     if vectors:
-        bad = bad.any(axis=1) | ~(np.abs(arr.sum(axis=1) - 1.0) < PROB_TOL)
+        with np.errstate(invalid="ignore"):  # inf + −inf: NaN, already bad
+            bad = bad.any(axis=1) | ~(np.abs(arr.sum(axis=1) - 1.0) < PROB_TOL)
     if bad.any():
         first = int(np.flatnonzero(bad.reshape(len(arr), -1).any(axis=1))[0])
         raise ModelError(
@@ -460,7 +472,7 @@ def _label_scores(plan: Plan, arr: np.ndarray, where: str, offset: int) -> np.nd
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise ModelError(f"{where}: row {offset + first} has column position "
-                             f"{values[first]!r}; a binary model has columns 0 and 1")
+                             f"{values[first].item()!r}; a binary model has columns 0 and 1")
         return (values == plan.positive).astype(np.float64)
     hit = values == plan.positive
     if values.dtype.kind == "f" and np.isnan(values).any():
@@ -518,7 +530,9 @@ def describe(plan: Plan, settings: ReadSettings) -> dict[str, Any]:
     """How the output was read, for every report (report.json ``inputs.<model>.output``)."""
     kind = plan.kind
     interpretation: str
-    if kind in ("proba2", "score"):
+    if kind == "deferred":  # no batch was read
+        interpretation, how = "undecided", "not read: its width is known only at run time"
+    elif kind in ("proba2", "score"):
         interpretation = plan.scale or "undecided"
         how = ({"proba2": f"[N, 2] {interpretation}, column {plan.column} = {plan.positive_text}",
                 "score": f"one {'logit' if plan.scale == 'logits' else 'score'} per row for "
