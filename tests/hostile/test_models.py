@@ -533,3 +533,57 @@ def test_counterfactual_on_a_column_no_model_reads_is_refused(rows, tmp_path, ru
         "fairgate: error: individual.counterfactual.column 'g' is not an input of either model "
         "(teacher reads x0, x1; student reads x0, x1), so no decision can flip; name a column a "
         "model reads")
+
+
+# ----------------------------------------------------------------------------- policy keys
+
+
+MODEL_BASE = """\
+version: 1
+audit: {label: y, positive_label: 1, sensitive: [g]}
+model:
+  features: [x0, x1]
+checks:
+  - {id: acc, metric: accuracy, max_decrease: 0.1}
+"""
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("  positive_class: 1\n  positive_column: 1\n",
+     "p.yaml:6: model.positive_column: give positive_class or positive_column, not both"),
+    ("  features_file: f.txt\n", "p.yaml:5: model.features_file: give features or features_file, "
+     "not both"),
+    ("  student: {classes: [a, b]}\n", "p.yaml:5: model.student.classes: classes is for "
+     "multi-class models (a multiclass: section)"),
+    ("  teacher: {positive_column: 2}\n", "p.yaml:5: model.teacher.positive_column: input should "
+     "be less than or equal to 1, got 2"),
+    ("  students: {threshold: 0.4}\n", "p.yaml:5: model.students: unknown key 'students' "
+     "(allowed: features, features_file, threshold, output, output_name, positive_class, "
+     "positive_column, missing, teacher, student, reference_student)"),
+    ("  missing: impute\n", "p.yaml:5: model.missing: must be 'refuse' or 'pass', got 'impute'"),
+])
+def test_model_settings_are_validated(tmp_path, model, message) -> None:
+    from fairgate.errors import PolicyError
+    from fairgate.policy import load_policy
+
+    path = tmp_path / "p.yaml"
+    path.write_text(MODEL_BASE.replace("  features: [x0, x1]\n", "  features: [x0, x1]\n" + model))
+    with pytest.raises(PolicyError) as e:
+        load_policy(path)
+    assert str(e.value).replace(str(path), "p.yaml") == message
+
+
+def test_per_model_settings_fall_back_to_the_shared_ones(tmp_path) -> None:
+    from fairgate.policy import load_policy
+
+    path = tmp_path / "p.yaml"
+    path.write_text(MODEL_BASE.replace("  features: [x0, x1]\n", "  features: [x0, x1]\n"
+                                       "  threshold: 0.3\n  student: {threshold: 0.6, "
+                                       "features: [x1]}\n"))
+    model = load_policy(path).policy.model
+    teacher, student = model.for_role("teacher"), model.for_role("student")
+    assert (teacher.features, teacher.threshold, teacher.output) == (("x0", "x1"), 0.3, "auto")
+    assert (student.features, student.threshold, student.missing) == (("x1",), 0.6, "refuse")
+    zero = MODEL_BASE.replace("  features: [x0, x1]\n", "  teacher: {threshold: 0.0}\n")
+    path.write_text(zero)
+    assert load_policy(path).policy.model.for_role("teacher").threshold == 0.0  # not "unset"
