@@ -57,8 +57,8 @@ class MulticlassSpec(_Strict):
     """K-class models: top-1 accuracy metrics, per-class tests, one-vs-rest group metrics."""
 
     classes: list[Scalar] | None = Field(
-        None, description="Label values in the order of the models' class outputs; default: "
-        "the classes a ZipMap model names, else 0 .. K-1.")
+        None, description="The classes, in the order of the output columns of models whose "
+        "graph does not name them (a model's own class labels win); never guessed.")
     positive_classes: list[Scalar] = Field(
         default_factory=list, description="Classes whose one-vs-rest tables carry the group "
         "metrics other than accuracy (demographic parity, equalized odds, ...).")
