@@ -287,36 +287,31 @@ def candidate_names(sources: Sequence[str]) -> list[str]:
     return out
 
 
-def _sources(req: CompareRequest) -> tuple[list[str], str]:
-    models = req.teacher is not None or bool(req.candidates)
-    scores = req.teacher_scores is not None or bool(req.candidate_scores)
-    if models and scores:
-        raise UsageError("give either --teacher/--candidate models or --teacher-scores/"
-                         "--candidate-scores columns, not both")
-    if models and req.teacher is not None and req.candidates:
-        for path in req.candidates:
-            if not path.exists():
-                raise ModelError(f"candidate model {path}: file not found")
-        return [str(p) for p in req.candidates], str(req.teacher)
-    if scores and req.teacher_scores is not None and req.candidate_scores:
-        return list(req.candidate_scores), req.teacher_scores
-    raise UsageError("give --teacher and one or more --candidate (ONNX models), or "
-                     "--teacher-scores and one or more --candidate-scores (audit-set columns)")
+def _sources(req: CompareRequest) -> tuple[list[tuple[str, bool]], str]:
+    """(candidate, is a scores column) for every candidate, and the teacher's name: ONNX
+    models and columns of logged scores may be mixed, as in ``fairgate check``."""
+    if (req.teacher is None) == (req.teacher_scores is None):
+        raise UsageError("give the teacher once: --teacher T.onnx or --teacher-scores COL")
+    if not req.candidates and not req.candidate_scores:
+        raise UsageError("give one or more candidates: --candidate S.onnx or --candidate-scores "
+                         "COL (both repeatable)")
+    for path in req.candidates:
+        if not path.exists():
+            raise ModelError(f"candidate model {path}: file not found")
+    sources = [(str(p), False) for p in req.candidates] + [(c, True) for c in req.candidate_scores]
+    return sources, str(req.teacher) if req.teacher is not None else str(req.teacher_scores)
 
 
 def run_compare(req: CompareRequest) -> Comparison:
     """Gate every candidate against the teacher and rank them; nothing is written here."""
     sources, teacher = _sources(req)
-    names = candidate_names(sources)
-    scores_mode = req.teacher_scores is not None
+    names = candidate_names([s for s, _ in sources])
     candidates = []
-    for name, source in zip(names, sources, strict=True):
+    for name, (source, column) in zip(names, sources, strict=True):
         gate_req = GateRequest(
-            policy=req.policy, data=req.data,
-            teacher=None if scores_mode else req.teacher,
-            student=None if scores_mode else Path(source),
-            teacher_scores=req.teacher_scores if scores_mode else None,
-            student_scores=source if scores_mode else None,
+            policy=req.policy, data=req.data, teacher=req.teacher,
+            teacher_scores=req.teacher_scores,
+            student=None if column else Path(source), student_scores=source if column else None,
             out=req.out / name, seed=req.seed, batch_rows=req.batch_rows, formats=("json",),
         )
         try:

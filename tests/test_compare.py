@@ -288,9 +288,11 @@ def test_usage_and_input_errors(synthetic, write_policy, run_cli, tmp_path) -> N
     out = tmp_path / "e"
     base = ["compare", "--policy", policy, "--data", synthetic, "--out", out, "--no-mlflow"]
     cases = [
-        (2, ["--teacher-scores", "t"], "one or more --candidate-scores"),
-        (2, ["--teacher", EXAMPLE / "teacher.onnx", "--candidate-scores", "s"], "not both"),
-        (2, ["--candidate", EXAMPLE / "student_int8.onnx"], "give --teacher and one or more"),
+        (2, ["--teacher-scores", "t"], "give one or more candidates: --candidate S.onnx or "
+         "--candidate-scores COL (both repeatable)"),
+        (2, ["--teacher", EXAMPLE / "teacher.onnx", "--teacher-scores", "t", "--candidate-scores",
+             "s"], "give the teacher once: --teacher T.onnx or --teacher-scores COL"),
+        (2, ["--candidate", EXAMPLE / "student_int8.onnx"], "give the teacher once"),
         (3, ["--teacher", EXAMPLE / "teacher.onnx", "--candidate", tmp_path / "nope.onnx"],
          f"candidate model {tmp_path / 'nope.onnx'}: file not found"),
         (3, ["--teacher-scores", "t", "--candidate-scores", "s", "--candidate-scores", "zz"],

@@ -7,6 +7,7 @@ onnxruntime's own outputs on the same rows.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -587,3 +588,25 @@ def test_per_model_settings_fall_back_to_the_shared_ones(tmp_path) -> None:
     zero = MODEL_BASE.replace("  features: [x0, x1]\n", "  teacher: {threshold: 0.0}\n")
     path.write_text(zero)
     assert load_policy(path).policy.model.for_role("teacher").threshold == 0.0  # not "unset"
+
+
+def test_compare_mixes_onnx_candidates_and_score_columns(rows, tmp_path, run_cli,
+                                                         write_policy) -> None:
+    teacher = network(tmp_path / "t.onnx", [[-1.0, 0.1], [1.0, -0.1]])
+    student = network(tmp_path / "s.onnx", [[-0.8, 0.3], [0.8, -0.3]])
+    logged = run(student, x_of(rows), "out")[:, 1].astype(np.float64)
+    data = tmp_path / "audit.parquet"
+    rows.assign(logged=logged).to_parquet(data)
+    r = run_cli("compare", "--policy", write_policy(policy_text("y01", "1")), "--data", data,
+                "--teacher", teacher, "--candidate", student, "--candidate-scores", "logged",
+                "--out", tmp_path / "cmp", "--no-mlflow")
+    assert r.exit_code in (0, 1), r.stderr
+    summary = {c["name"]: c for c in json.loads(
+        (tmp_path / "cmp" / "compare.json").read_text())["candidates"]}
+    reports = {n: json.loads((tmp_path / "cmp" / n / "report.json").read_text())
+               for n in summary}
+    # the same student, once run and once logged: the same decisions, the same accuracy
+    assert accuracy(reports["s"], "student") == accuracy(reports["logged"], "student")
+    pred = logged >= 0.5
+    assert accuracy(reports["logged"], "student") == pytest.approx(np.mean(pred == rows.y01),
+                                                                   abs=1e-12)
