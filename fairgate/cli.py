@@ -2,14 +2,18 @@
 
 Exit codes: 0 pass (warnings and waivers allowed) · 1 gate failed · 2 usage or policy
 error · 3 input error (model, data, inference) · 4 internal error.
+
+Everything printed goes through :func:`fairgate.report.safe.echo` (click's own usage errors
+too, see :class:`_Main`): data in a message can never become a CI workflow command.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,13 +22,14 @@ import click
 
 from fairgate import __version__
 from fairgate.errors import FairgateError, InternalError
+from fairgate.report.safe import echo
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("json", "md", "junit", "html")
 
 
 def _fail(code: int, message: str) -> None:
-    click.echo(f"fairgate: error: {message}", err=True)
+    echo(f"fairgate: error: {message}", err=True)
     sys.exit(code)
 
 
@@ -64,7 +69,28 @@ def _gate_inputs(fn: F) -> F:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """click's own error messages (which quote the arguments) printed through ``echo`` too."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as e:
+            if not standalone_mode:
+                raise
+            shown = io.StringIO()
+            e.show(file=shown)
+            echo(shown.getvalue(), err=True, nl=False)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            if not standalone_mode:
+                raise
+            echo("Aborted!", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fairgate")
 def main() -> None:
     """fairgate: stop a compressed model that treats groups worse than its teacher."""
@@ -121,14 +147,14 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
         from fairgate.integrations.github import publish
 
         publish(report, out)
-    click.echo(TerminalReporter(out, color).render(report), nl=False, color=color)
+    echo(TerminalReporter(out, color).render(report), nl=False, color=color, styled=True)
     code = report.decision.exit_code
     if not no_mlflow:  # logging never changes the verdict; mlflow.required makes it exit 3
         from fairgate.errors import TrackingError
         from fairgate.integrations.mlflow import log_gate_run
 
         logged = log_gate_run(report, out, parent_run)
-        click.echo(logged.message, err=not logged.ok)
+        echo(logged.message, err=not logged.ok)
         if not logged.ok and report.policy.policy.mlflow.required:
             raise TrackingError(f"the policy requires MLflow logging (mlflow.required: true) "
                                 f"and the run was not logged ({logged.error}); the gate's own "
@@ -172,7 +198,7 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
         parent_of(parent_run)
     result = run_compare(request)
     write_comparison(result, out)
-    click.echo(render_terminal(result), nl=False)
+    echo(render_terminal(result), nl=False)
     if not no_mlflow:  # logging never changes the ranking; mlflow.required makes it exit 3
         from fairgate.errors import TrackingError
         from fairgate.integrations.mlflow import log_gate_run
@@ -184,7 +210,7 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
                 ok, message = logged.ok, logged.message
             except Exception as e:
                 ok, message = False, f"MLflow: run NOT logged: {type(e).__name__}: {e}"
-            click.echo(f"{cand.name}: {message}", err=not ok)
+            echo(f"{cand.name}: {message}", err=not ok)
             if not ok:
                 missed.append(cand.name)
         if missed and result.candidates[0].report.policy.policy.mlflow.required:
@@ -205,13 +231,14 @@ def policy() -> None:
 def policy_validate(path: Path) -> None:
     """Check a policy file; exit 0 if valid, 2 with every problem listed otherwise."""
     from fairgate.policy import load_policy
+    from fairgate.report.safe import terminal
     from fairgate.run import groupings_of
 
     loaded = load_policy(path)
     p = loaded.policy
-    groupings = ", ".join(g.name for g in groupings_of(p))
-    click.echo(f"{path}: valid policy (version {p.version}): {len(p.checks)} checks over "
-               f"groupings {groupings}")
+    groupings = ", ".join(terminal(g.name) for g in groupings_of(p))
+    echo(f"{terminal(path)}: valid policy (version {p.version}): {len(p.checks)} checks over "
+         f"groupings {groupings}")
 
 
 @policy.command("schema")
@@ -220,7 +247,7 @@ def policy_schema() -> None:
     """Print the JSON Schema of policy version 1."""
     from fairgate.policy import json_schema
 
-    click.echo(json.dumps(json_schema(), indent=2))
+    echo(json.dumps(json_schema(), indent=2))
 
 
 @main.command()
@@ -231,14 +258,14 @@ def metrics(as_json: bool) -> None:
     from fairgate.core.metrics import CATALOGUE
 
     if as_json:
-        click.echo(json.dumps([{"name": m.name, "scope": m.scope, "definition": m.definition}
-                               for m in CATALOGUE.values()], indent=2))
+        echo(json.dumps([{"name": m.name, "scope": m.scope, "definition": m.definition}
+                         for m in CATALOGUE.values()], indent=2))
         return
     width = max(len(n) for n in CATALOGUE)
     for scope, title in (("overall", "Over the whole audit set"),
                          ("grouping", "Across the groups of each grouping")):
-        click.echo(f"{title}:")
+        echo(f"{title}:")
         for m in CATALOGUE.values():
             if m.scope == scope:
-                click.echo(f"  {m.name.ljust(width)}  {m.definition}")
-        click.echo("")
+                echo(f"  {m.name.ljust(width)}  {m.definition}")
+        echo("")

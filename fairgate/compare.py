@@ -37,7 +37,7 @@ from fairgate.core.gate import Status, Verdict
 from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
-from fairgate.report import write_atomic, write_reports
+from fairgate.report import safe, write_atomic, write_reports
 from fairgate.report.json import num as json_number
 from fairgate.run import GateRequest, run_gate
 
@@ -381,17 +381,20 @@ def _verdict_line(c: Comparison) -> str:
 
 
 def render_terminal(c: Comparison) -> str:
+    """The ranking for the terminal and CI logs: every cell and note through safe.terminal."""
     from fairgate.report.terminal import _table
 
-    rows = _rows(c)
-    rows.append(["", f"teacher: {Path(c.teacher).name}", "", "",
-                 *(_fmt(o) for o in c.teacher_objectives), ""])
+    t = safe.terminal
+    rows = [[t(x) for x in row] for row in _rows(c)]
+    rows.append(["", f"teacher: {t(Path(c.teacher).name)}", "", "",
+                 *(t(_fmt(o)) for o in c.teacher_objectives), ""])
     first = c.candidates[0].report
-    lines = [f"fairgate compare · {first.policy.path} · {first.inputs['data']['rows']:,} rows · "
-             f"{len(c.candidates)} candidates vs {Path(c.teacher).name}",
-             _objective_text(c), "", *_table(rows, HEADER), "", _verdict_line(c)]
-    lines += _notes(c)
-    lines += ["", f"Reports: {c.request.out}/ (compare.md, compare.json, <candidate>/report.json)"]
+    lines = [f"fairgate compare · {t(first.policy.path)} · {first.inputs['data']['rows']:,} rows · "
+             f"{len(c.candidates)} candidates vs {t(Path(c.teacher).name)}",
+             t(_objective_text(c), 1000), "", *_table(rows, HEADER), "", t(_verdict_line(c))]
+    lines += [t(n, 500) for n in _notes(c)]
+    lines += ["", f"Reports: {t(c.request.out)}/ (compare.md, compare.json, "
+                  "<candidate>/report.json)"]
     return "\n".join(lines) + "\n"
 
 
@@ -400,15 +403,14 @@ def _capital(text: str) -> str:
 
 
 def render_markdown(c: Comparison) -> str:
-    def cell(s: str) -> str:
-        return s.replace("|", "\\|")
-
+    """compare.md: every cell and phrase that carries data through safe.markdown."""
+    cell, code = safe.markdown, safe.markdown_code
     lines = ["# fairgate compare", "",
-             f"Policy `{c.candidates[0].report.policy.path}`, audit set `{c.request.data}` "
-             f"({c.candidates[0].report.inputs['data']['rows']:,} rows), teacher "
-             f"`{c.teacher}`, {len(c.candidates)} candidates.", "",
-             f"**{_verdict_line(c)}**", "",
-             _capital(_objective_text(c)) + ". A candidate is on the Pareto front when "
+             f"Policy {code(c.candidates[0].report.policy.path)}, audit set "
+             f"{code(c.request.data)} ({c.candidates[0].report.inputs['data']['rows']:,} rows), "
+             f"teacher {code(c.teacher)}, {len(c.candidates)} candidates.", "",
+             f"**{cell(_verdict_line(c))}**", "",
+             cell(_capital(_objective_text(c))) + ". A candidate is on the Pareto front when "
              "no other is at least as good on all three and strictly better on one. Ranking: "
              "defined objectives first, then verdict (pass, warn, fail), then front membership, "
              "then accuracy, worst DP diff, worst EO diff.", "",
@@ -416,7 +418,7 @@ def render_markdown(c: Comparison) -> str:
     for row in _rows(c):
         lines.append("| " + " | ".join(cell(x) for x in row) + " |")
     lines.append("| | teacher (reference) | | | "
-                 + " | ".join(_fmt(o) for o in c.teacher_objectives) + " | |")
+                 + " | ".join(cell(_fmt(o)) for o in c.teacher_objectives) + " | |")
     notes = _notes(c)
     if notes:
         lines += ["", "Undefined objectives:", "", *(f"- {cell(n)}" for n in notes)]

@@ -19,12 +19,13 @@ from fairgate.integrations.github import (
     MAX_ANNOTATIONS,
     Annotation,
     build_annotations,
-    escape_data,
-    escape_property,
     format_outputs,
     publish,
 )
 from fairgate.report.markdown import render_markdown
+from fairgate.report.safe import visible
+from fairgate.report.safe import workflow_data as escape_data
+from fairgate.report.safe import workflow_property as escape_property
 from fairgate.run import GateRequest, run_gate
 
 NASTY = ["plain", "50% off", "a:b,c", "line1\nline2", "cr\r\nlf", "%0A literal", "::error::x",
@@ -87,8 +88,9 @@ def test_escaping_round_trips_through_the_runner(text: str) -> None:
                       line=7)
     name, props, data = parse_command(note.command())
     assert name == "error"
-    assert props == {"file": f"d/{text}.yaml", "line": "7", "title": f"t {text}"}
-    assert data == f"m {text}"
+    shown = visible(text)  # title and message are one line: control characters shown escaped
+    assert props == {"file": f"d/{text}.yaml", "line": "7", "title": f"t {shown}"}
+    assert data == f"m {shown}"
 
 
 def test_escape_rules_exactly() -> None:

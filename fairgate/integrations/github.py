@@ -1,10 +1,13 @@
 """GitHub Actions: the step summary, step outputs, and annotations on the policy file.
 
-Used only when ``GITHUB_ACTIONS=true``. It follows GitHub's workflow-command rules: data
-escapes ``%``, CR and LF; properties also ``:`` and ``,``. Outputs use the heredoc form with
-a random delimiter, so a value may hold any line. GitHub shows at most 10 error and 10
-warning annotations per step, so past 10 the tenth one names the rest. A runner file that
-cannot be written is reported as a warning and never changes the verdict or exit code.
+Used only when ``GITHUB_ACTIONS=true``. Annotations are built by
+:func:`fairgate.report.safe.workflow_command` (data escapes ``%``, CR and LF, properties
+also ``:`` and ``,``; ``##[`` and other control characters shown escaped) and written by
+``emit_workflow_command``, the one output path the line guard does not rewrite. Outputs use
+the heredoc form with a random delimiter, so a value may hold any line. GitHub shows at
+most 10 error and 10 warning annotations per step, so past 10 the tenth one names the rest.
+A runner file that cannot be written is reported as a warning and never changes the
+verdict or exit code.
 """
 
 from __future__ import annotations
@@ -16,31 +19,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import click
-
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.policy import Waiver
 from fairgate.report.markdown import (
-    clip,
     grouping_name,
     render_markdown,
     status_text,
     value_text,
 )
+from fairgate.report.safe import (
+    WorkflowCommand,
+    clip,
+    emit_workflow_command,
+    visible,
+    workflow_command,
+)
 
 MAX_ANNOTATIONS = 10  # per level and step, GitHub's own limit
 MESSAGE_CHARS = 2000
+TITLE_CHARS = 300
 
 Level = Literal["error", "warning", "notice"]
-
-
-def escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(text: str) -> str:
-    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,16 @@ class Annotation:
     file: str | None = None
     line: int | None = None
 
-    def command(self) -> str:
-        """The workflow command, e.g. ``::error file=p.yaml,line=12,title=...::message``."""
-        props = []
+    def command(self) -> WorkflowCommand:
+        """The workflow command, e.g. ``::error file=p.yaml,line=12,title=...::message``;
+        title and message are one line each (data's control characters shown escaped)."""
+        where: dict[str, object] = {}
         if self.file:
-            props.append(f"file={escape_property(self.file)}")
+            where["file"] = self.file
             if self.line:
-                props.append(f"line={self.line}")
-        props.append(f"title={escape_property(self.title)}")
-        return f"::{self.level} {','.join(props)}::{escape_data(self.message)}"
+                where["line"] = self.line
+        return workflow_command(self.level, visible(self.message), **where,
+                                title=visible(clip(self.title, TITLE_CHARS)))
 
 
 def workspace_path(path: Path, workspace: str | None) -> str:
@@ -145,7 +146,7 @@ def format_outputs(values: Mapping[str, str]) -> str:
 
 
 def outputs(report: GateReport, out: Path) -> dict[str, str]:
-    failed = [f"{r.check.id} [{grouping_name(r.key.grouping)}]"
+    failed = [visible(f"{r.check.id} [{grouping_name(r.key.grouping)}]")  # one line each
               for r in report.decision.results if r.blocking]
     return {"verdict": report.verdict, "report-dir": str(out), "failed-checks": "\n".join(failed)}
 
@@ -156,7 +157,7 @@ def _append(path: str, text: str) -> None:
 
 
 def publish(report: GateReport, out: Path, env: Mapping[str, str] | None = None,
-            echo: Callable[[str], None] = click.echo) -> None:
+            echo: Callable[[WorkflowCommand], None] = emit_workflow_command) -> None:
     """Summary, outputs and annotations for the current GitHub Actions step."""
     env = os.environ if env is None else env
     for note in build_annotations(report, env.get("GITHUB_WORKSPACE")):
@@ -165,10 +166,11 @@ def publish(report: GateReport, out: Path, env: Mapping[str, str] | None = None,
                       ("GITHUB_OUTPUT", lambda: format_outputs(outputs(report, out)))):
         path = env.get(var)
         if not path:
-            echo(f"::warning title=fairgate::{var} is not set: nothing written there")
+            echo(workflow_command("warning", f"{var} is not set: nothing written there",
+                                  title="fairgate"))
             continue
         try:
             _append(path, text())
         except OSError as e:
-            echo(f"::warning title=fairgate::cannot write {var} "
-                 f"({escape_data(type(e).__name__ + ': ' + str(e))})")
+            echo(workflow_command("warning", f"cannot write {var} ({type(e).__name__}: {e})",
+                                  title="fairgate"))

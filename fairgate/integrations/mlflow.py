@@ -28,7 +28,6 @@ import shutil
 import tempfile
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,9 @@ from fairgate.core.evaluate import MetricKey, MetricValue
 from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
 from fairgate.policy import LoadedPolicy
+from fairgate.report import safe
 from fairgate.report.json import num as json_number
+from fairgate.report.safe import mlflow_key_part as key_part
 
 # MLflow's per-request limits (mlflow.utils.validation), kept here so no import is needed.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
@@ -62,26 +63,7 @@ _ENV_LOCK = threading.Lock()
 
 # ----------------------------------------------------------------------------- keys
 
-_WORDS = ((">=", "ge"), ("<=", "le"), ("!=", "ne"), ("==", "eq"), (">", "gt"), ("<", "lt"),
-          ("=", "eq"), ("+", "plus"), ("%", "pct"), ("&", "and"))
-_NOT_ALLOWED = re.compile(r"[^\w.\-]+")  # MLflow allows \w . - space / (and : off Windows)
 _VALID_KEY = re.compile(r"^[/\w.\- ]*$")
-
-
-def key_part(raw: str) -> str:
-    """One readable key segment: ``>50K`` → ``gt_50K``, ``age = 40+`` → ``age_eq_40_plus``.
-
-    Operators become words so ``>50K`` and ``<=50K`` stay apart; any other character
-    MLflow refuses separates words with ``_``. Never empty, ``.`` or ``..`` (MLflow treats
-    keys as paths and refuses those segments).
-    """
-    text = unicodedata.normalize("NFKC", raw)
-    for op, word in _WORDS:
-        text = text.replace(op, f" {word} ")
-    part = "_".join(_NOT_ALLOWED.sub(" ", text).split())
-    if part in ("", ".", ".."):
-        part = part.replace(".", "_") or "_"
-    return part
 
 
 def grouping_part(attributes: tuple[str, ...] | None, positive: str | None = None) -> str:
@@ -240,10 +222,6 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
     return RunRecord(metrics, _params(report), _tags(report, env), origins)
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
     if isinstance(value, dict) and value:
         for k, v in value.items():
@@ -272,7 +250,8 @@ def _params(report: GateReport) -> dict[str, str]:
         how = report.inputs[role].get("output", {})
         raw[f"{role}.output"] = str(how.get("how", "")) if isinstance(how, dict) else str(how)
     key = KeyMaker()
-    return {key(k, parts=(key_part(k),)): _clip(v, MAX_PARAM_VALUE) for k, v in raw.items()}
+    return {key(k, parts=(key_part(k),)): safe.mlflow_value(v, MAX_PARAM_VALUE)
+            for k, v in raw.items()}
 
 
 CI_ENV = {  # environment variable -> tag
@@ -323,7 +302,6 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
         "fairgate.sha256.policy": report.policy.sha256,
         "fairgate.sha256.data": str(report.inputs["data"]["sha256"]),
         "fairgate.data": Path(str(report.inputs["data"]["path"])).name,
-        "mlflow.note.content": note(report),
     }
     for role in ("teacher", "student"):
         info = report.inputs[role]
@@ -339,7 +317,9 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
                        grouping_part(*attrs or (None,))))
         tags[k] = r.status.value
     tags.update(ci_tags(env))
-    return {k: _clip(v, MAX_TAG_VALUE) for k, v in tags.items()}
+    out = {k: safe.mlflow_value(v, MAX_TAG_VALUE) for k, v in tags.items()}
+    out["mlflow.note.content"] = safe.clip(note(report), MAX_TAG_VALUE, short=True)  # Markdown
+    return out
 
 
 def _model_name(info: Mapping[str, Any]) -> str:
@@ -352,21 +332,18 @@ def run_name(report: GateReport) -> str:
     """``student_int8 vs teacher`` unless the policy names the run."""
     given = report.policy.policy.mlflow.run_name
     if given:
-        return _clip(given, MAX_RUN_NAME)
+        return safe.mlflow_value(given, MAX_RUN_NAME)
 
     def short(role: str) -> str:
         info = report.inputs[role]
         return Path(str(info["path"])).stem if info.get("path") else str(info.get("column"))
 
-    return _clip(f"{short('student')} vs {short('teacher')}", MAX_RUN_NAME)
-
-
-_MD = re.compile(r"[\\`*_\[\]|~#<>]")
+    return safe.mlflow_value(f"{short('student')} vs {short('teacher')}", MAX_RUN_NAME)
 
 
 def _md(text: object) -> str:
-    """Data-derived text (group and column names) as inert Markdown."""
-    return _MD.sub(r"\\\g<0>", " ".join(str(text).split()))
+    """A name from the data or the policy, as inert Markdown (MLflow renders the note)."""
+    return safe.markdown(text, 200)
 
 
 def _f(x: float, signed: bool = False) -> str:
@@ -422,11 +399,6 @@ def _cell(x: float | None) -> str:
     return "" if v is None else repr(v)
 
 
-def _text_cell(text: str) -> str:
-    """Text a spreadsheet must not run as a formula (group and column names are data)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
 def kpi_table(report: GateReport) -> str:
     """The KPI table as CSV: one row per check result and per KPI; empty cell = undefined."""
     buf = io.StringIO()
@@ -441,13 +413,14 @@ def kpi_table(report: GateReport) -> str:
         def iv(i: Any, side: str) -> str:
             return "" if i is None else _cell(getattr(i, side))
 
-        w.writerow([kind, check, status, k.metric, "" if k.alpha is None else repr(k.alpha),
-                    _text_cell(k.grouping.name if k.grouping else ""),
+        w.writerow([kind, safe.csv_cell(check), status, safe.csv_cell(k.metric),
+                    "" if k.alpha is None else repr(k.alpha),
+                    safe.csv_cell(k.grouping.name if k.grouping else ""),
                     _cell(v.teacher), _cell(v.student), _cell(v.delta), _cell(v.relative),
                     iv(v.teacher_interval, "lo"), iv(v.teacher_interval, "hi"),
                     iv(v.student_interval, "lo"), iv(v.student_interval, "hi"),
                     iv(v.delta_interval, "lo"), iv(v.delta_interval, "hi"),
-                    _text_cell(v.reason or "")])
+                    safe.csv_cell(v.reason or "")])
     return buf.getvalue()
 
 
@@ -721,7 +694,7 @@ class _Worker:
         try:
             client = MlflowClient(tracking_uri=self.target.uri)
             client.set_tag(run_id, "fairgate.logging_error",
-                           _clip(self.error or "interrupted", MAX_TAG_VALUE))
+                           safe.mlflow_value(self.error or "interrupted", MAX_TAG_VALUE))
             client.set_terminated(run_id, "FAILED")
         except Exception:
             pass
@@ -763,7 +736,7 @@ def why(e: BaseException) -> str:
     for needle, hint in _HINTS:
         if needle in text:
             return hint
-    detail = _clip(text, 300) if text else type(e).__name__
+    detail = safe.clip(text, 300) if text else type(e).__name__
     if code and code != "INTERNAL_ERROR" and str(code) not in detail:
         detail = f"{code}: {detail}"
     plain = ("MlflowException", "RestException", "LookupError", "TimeoutError")

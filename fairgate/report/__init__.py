@@ -1,4 +1,8 @@
-"""Reporters: one protocol, one module each. Each renders a :class:`GateReport` to text."""
+"""Reporters: one protocol, one module each. Each renders a :class:`GateReport` to text.
+
+Every value that comes from the data, a model or the policy reaches a report through the
+function of :mod:`fairgate.report.safe` for that report's format.
+"""
 
 from __future__ import annotations
 

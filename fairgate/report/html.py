@@ -9,7 +9,6 @@ in ``data-value`` so tests (and scrapers) can read them back.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from fairgate.core.evaluate import GroupRow
 from fairgate.core.gate import BoundResult, CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
+from fairgate.report import safe
 from fairgate.report.json import num
 from fairgate.report.markdown import (
     RATES,
@@ -26,7 +26,6 @@ from fairgate.report.markdown import (
     bound_text,
     by_evidence,
     checks_by_key,
-    clip,
     counts_text,
     disagreement_lines,
     group_label,
@@ -70,8 +69,7 @@ details{margin:6px 0}summary{cursor:pointer;color:#1c7ed6}
 """
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+_e = safe.html  # every text and attribute value on the page: escaped, clipped
 
 
 def _dv(x: float | None) -> str:
@@ -178,12 +176,14 @@ def _forest(results: Sequence[CheckResult]) -> str:
     for i, r in enumerate(results):
         y = top + row_h * i + row_h / 2
         v, color = r.value, COLOR[r.status]
-        tip = (f"{r.check.id} [{grouping_name(r.key.grouping)}]: {status_text(r)}\n"
-               f"change {show(v.delta, True)} {show_interval(v.delta_interval, True)}\n{r.reason}")
+        tip = "\n".join(_e(line) for line in (
+            f"{r.check.id} [{grouping_name(r.key.grouping)}]: {status_text(r)}",
+            f"change {show(v.delta, True)} {show_interval(v.delta_interval, True)}", r.reason))
         row = [f'<g class="check-row" data-check="{_e(r.check.id)}" '
-               f'data-grouping="{_e(grouping_name(r.key.grouping))}"><title>{_e(tip)}</title>',
+               f'data-grouping="{_e(grouping_name(r.key.grouping))}"><title>{tip}</title>',
                f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end">'
-               f"{_e(clip(r.check.id, 28))} [{_e(clip(grouping_name(r.key.grouping), 18))}]</text>"]
+               f"{_e(r.check.id, 28, short=True)} [{_e(grouping_name(r.key.grouping), 18, short=True)}]"
+               "</text>"]
         if i % 2 == 0:
             row.insert(1, f'<rect x="0" y="{y - row_h / 2:.1f}" width="{label_w + plot_w}" '
                           f'height="{row_h}" fill="#f8f9fa"/>')
@@ -216,7 +216,7 @@ def _checks(report: GateReport) -> str:
     rows = []
     for r in results:
         v = r.value
-        why = "" if r.status is Status.PASS else clip(r.reason, 600)
+        why = "" if r.status is Status.PASS else r.reason
         rows.append(
             f'<tr class="check" data-check="{_e(r.check.id)}" '
             f'data-grouping="{_e(grouping_name(r.key.grouping))}" data-status="{r.status.value}">'
@@ -226,7 +226,7 @@ def _checks(report: GateReport) -> str:
             + _num_td("teacher", v.teacher, v.teacher_interval)
             + _num_td("student", v.student, v.student_interval)
             + _num_td("delta", v.delta, v.delta_interval, signed=True)
-            + f"<td>{_e(bound_text(r))}</td><td class=reason>{_e(why)}</td></tr>"
+            + f"<td>{_e(bound_text(r))}</td><td class=reason>{_e(why, 600)}</td></tr>"
         )
     table = _table(["status", "check", "grouping", "teacher", "student",
                     "change (student − teacher)", "bound", "why"], rows, "checks")
@@ -300,7 +300,7 @@ def _dumbbells(rows: Sequence[GroupRow], alpha: float) -> str:
             parts.append(f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width - gap}" '
                          f'height="{row_h}" fill="#f8f9fa"/>')
         parts.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end"{style}>'
-                     f"<title>{_e(full)}</title>{_e(clip(group_label(g), 24))}{ref} "
+                     f"<title>{_e(full)}</title>{_e(group_label(g), 24, short=True)}{ref} "
                      f"({g.n:,}){star}</text>")
     for k, (rate, title) in enumerate(rates):
         x0 = label_w + k * (panel_w + gap)

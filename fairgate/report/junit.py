@@ -9,28 +9,22 @@ Each expired waiver is a skipped testcase of its own, so it shows up there too.
 
 from __future__ import annotations
 
-import re
 import xml.etree.ElementTree as ET
 
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
+from fairgate.report import safe
 from fairgate.report.markdown import (
     VERDICT,
     bound_text,
-    clip,
     counts_text,
     grouping_name,
     models_text,
     value_text,
 )
 
-# characters XML 1.0 cannot carry at all, even escaped (group labels come from data)
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 MESSAGE_CHARS = 1000
-
-
-def _x(text: object) -> str:
-    return _NOT_XML.sub("\ufffd", str(text))
+_x = safe.xml  # every attribute and text: what XML 1.0 cannot carry shown escaped, clipped
 
 
 def _kind(r: CheckResult) -> tuple[str, str, str] | None:
@@ -49,15 +43,16 @@ def _kind(r: CheckResult) -> tuple[str, str, str] | None:
 
 
 def _details(r: CheckResult) -> str:
+    """One line per fact; data inside a line cannot break it (control characters escaped)."""
     v = r.value
-    return "\n".join([
+    return "\n".join(safe.visible(line) for line in [
         f"check: {r.check.id} ({r.key.metric} on {grouping_name(r.key.grouping)})",
         f"status: {r.status.value}{' (blocking)' if r.blocking else ''}",
         f"teacher: {value_text(v.teacher, v.teacher_interval)}",
         f"student: {value_text(v.student, v.student_interval)}",
         f"change (student − teacher): {value_text(v.delta, v.delta_interval, signed=True)}",
         f"bound: {bound_text(r)}",
-        f"reason: {r.reason}",
+        f"reason: {safe.clip(r.reason)}",
     ])
 
 
@@ -72,7 +67,7 @@ def _testcase(suite: ET.Element, r: CheckResult) -> str | None:
         return None
     tag, typ, prefix = kind
     el = ET.SubElement(case, tag, {"type": typ,
-                                   "message": _x(clip(prefix + r.reason, MESSAGE_CHARS))})
+                                   "message": _x(prefix + r.reason, MESSAGE_CHARS)})
     el.text = _x(_details(r))
     return tag
 
@@ -101,9 +96,8 @@ def render_junit(report: GateReport) -> str:
             "name": _x(f"waiver expired on {w.expires}"), "time": "0"})
         ET.SubElement(case, "skipped", {
             "type": "expired-waiver",
-            "message": _x(clip(f"EXPIRED WAIVER for {w.check} (owner {w.owner}, expired "
-                               f"{w.expires}): no longer applied; was: {w.reason}",
-                               MESSAGE_CHARS))})
+            "message": _x(f"EXPIRED WAIVER for {w.check} (owner {w.owner}, expired "
+                          f"{w.expires}): no longer applied; was: {w.reason}", MESSAGE_CHARS)})
         tally["skipped"] += 1
     out = ET.SubElement(suite, "system-out")
     out.text = _x(f"{VERDICT[report.verdict]}: {counts_text(report)}; student {student} vs "

@@ -8,9 +8,7 @@ reasons naming them) is escaped so it cannot inject Markdown or HTML into the su
 
 from __future__ import annotations
 
-import html
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
+from fairgate.report import safe
 from fairgate.report.json import num
 from fairgate.report.terminal import changed_classes, fmt
 
@@ -34,30 +33,10 @@ RATES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
 VERDICT = {"pass": "✅ PASS", "warn": "⚠️ PASS with warnings", "fail": "❌ FAIL"}
 _MARK = {Status.FAIL: "❌ **fail**", Status.WARN: "⚠️ warn", Status.WAIVED: "🟡 **WAIVED**",
          Status.PASS: "✅ pass"}
-_MD_SPECIAL = re.compile(r"[\\`*_\[\]|~#]")
 
 
 # ----------------------------------------------------------------------------- shared helpers
 # (the HTML, JUnit and GitHub outputs use these too, so all reports say the same thing)
-
-
-def clip(text: object, limit: int | None = None) -> str:
-    """One line of text, shortened to ``limit`` characters with an ellipsis."""
-    out = " ".join(str(text).split())
-    if limit is not None and len(out) > limit:
-        out = out[: max(limit - 1, 0)] + "…"
-    return out
-
-
-def esc(text: object, limit: int | None = None) -> str:
-    """Untrusted text as inert Markdown: no HTML, links, emphasis or table breaks."""
-    return _MD_SPECIAL.sub(r"\\\g<0>", html.escape(clip(text, limit), quote=False))
-
-
-def code(text: object) -> str:
-    """A path or name as inline code when that is safe, else as escaped text."""
-    t = clip(text, 200)
-    return f"`{t}`" if "`" not in t else esc(t)
 
 
 def grouping_name(g: Grouping | None) -> str:
@@ -143,6 +122,11 @@ def checks_by_key(report: GateReport) -> dict[MetricKey, list[CheckResult]]:
 # ----------------------------------------------------------------------------- rendering
 
 
+def _md(text: object) -> str:
+    """A name or label from the data or the policy, as a Markdown table cell or phrase."""
+    return safe.markdown(text, LABEL_CHARS)
+
+
 @dataclass(frozen=True)
 class _Limits:
     groups: int | None  # rows per grouping; None: all
@@ -173,19 +157,21 @@ def _waivers(report: GateReport) -> list[str]:
         for r in waived:
             w = r.waiver
             assert w is not None
-            lines.append(f"> - **{r.check.id}** [{grouping_name(r.key.grouping)}]: waived until "
-                         f"**{w.expires}** by {esc(w.owner, LABEL_CHARS)}: "
-                         f"“{esc(w.reason, REASON_CHARS)}”")
+            lines.append(f"> - **{_md(r.check.id)}** [{_md(grouping_name(r.key.grouping))}]: "
+                         f"waived until **{w.expires}** by {_md(w.owner)}: "
+                         f"“{safe.markdown(w.reason, REASON_CHARS)}”")
     for w in d.expired_waivers:
-        lines += ["", f"> ⏰ **Expired waiver** for **{w.check}** (owner {esc(w.owner, LABEL_CHARS)}"
-                     f", expired **{w.expires}**): no longer applied. “{esc(w.reason, REASON_CHARS)}”"]
+        lines += ["", f"> ⏰ **Expired waiver** for **{_md(w.check)}** (owner {_md(w.owner)}, "
+                      f"expired **{w.expires}**): no longer applied. "
+                      f"“{safe.markdown(w.reason, REASON_CHARS)}”"]
     return [*lines, ""]
 
 
 def _checks(report: GateReport, limit: int | None) -> list[str]:
     results = list(report.decision.results)
     shown = results if limit is None else results[:limit]
-    rows = [[_mark(r), f"**{r.check.id}**<br>{r.key.metric}", grouping_name(r.key.grouping),
+    rows = [[_mark(r), f"**{_md(r.check.id)}**<br>{_md(r.key.metric)}",
+             _md(grouping_name(r.key.grouping)),
              value_text(r.value.teacher), value_text(r.value.student),
              value_text(r.value.delta, r.value.delta_interval, signed=True), bound_text(r)]
             for r in shown]
@@ -198,8 +184,9 @@ def _checks(report: GateReport, limit: int | None) -> list[str]:
     problems = [r for r in shown if r.status is not Status.PASS]
     if problems:
         lines += ["", "**Why:**", ""]
-        lines += [f"- **{r.check.id}** [{grouping_name(r.key.grouping)}] ({status_text(r)}): "
-                  f"{esc(r.reason, REASON_CHARS)}" for r in problems]
+        lines += [f"- **{_md(r.check.id)}** [{_md(grouping_name(r.key.grouping))}] "
+                  f"({status_text(r)}): "
+                  f"{safe.markdown(r.reason, REASON_CHARS)}" for r in problems]
     return [*lines, ""]
 
 
@@ -212,8 +199,8 @@ def _kpis(report: GateReport, limit: int | None) -> list[str]:
     shown = kpis if limit is None else kpis[:limit]
     rows = []
     for v in shown:
-        bound = "; ".join(f"{bound_text(r)} ({r.check.id})" for r in gated.get(v.key, []))
-        rows.append([v.key.metric, grouping_name(v.key.grouping),
+        bound = "; ".join(f"{bound_text(r)} ({_md(r.check.id)})" for r in gated.get(v.key, []))
+        rows.append([_md(v.key.metric), _md(grouping_name(v.key.grouping)),
                      value_text(v.teacher, v.teacher_interval),
                      value_text(v.student, v.student_interval),
                      value_text(v.delta, v.delta_interval, signed=True), bound or "—"])
@@ -241,7 +228,7 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
         shown = rows if limit is None or len(rows) <= limit else by_evidence(rows)[:limit]
         gated = sum(g.gated for g in rows)
         note = " · behind a check that did not pass" if grouping in behind else ""
-        lines += ["<details>", f"<summary><b>{html.escape(grouping.name)}</b>: {len(rows)} groups "
+        lines += ["<details>", f"<summary><b>{safe.html(grouping.name, LABEL_CHARS)}</b>: {len(rows)} groups "
                   f"({gated} gated){note}</summary>", ""]
         if len(shown) < len(rows):
             lines += [f"*Showing {len(shown)} of {len(rows)} groups (summary size limit): the "
@@ -269,7 +256,7 @@ def _group_cells(g: GroupRow, alpha: float) -> tuple[str, str, str]:
     p_text = "—" if p is None else f"{p:.3g}"
     if significant(g, alpha):
         p_text = f"**{p_text}**"
-    return esc(group_label(g), LABEL_CHARS) + flags, f"{g.n:,}", p_text
+    return _md(group_label(g)) + flags, f"{g.n:,}", p_text
 
 
 def _top1_rows(rows: list[GroupRow], alpha: float) -> list[str]:
@@ -302,17 +289,17 @@ def _classwise(report: GateReport) -> list[str]:
         return []
     lines = ["### Classes whose accuracy changed significantly", ""]
     for title, rows in changed_classes(report.classwise):
-        lines += [f"**{esc(title)}**", ""]
+        lines += [f"**{safe.markdown(title)}**", ""]
         if rows:
             lines += _table(["class", "n", "accuracy", "p (Holm)"],
-                            [[esc(r[0], LABEL_CHARS), *r[1:]] for r in rows])
+                            [[_md(r[0]), *r[1:]] for r in rows])
         lines.append("")
     lines += ["### Class-wise disagreement (top-1 class of one model → the other)", ""]
     for a, b, title, rows in disagreement_lines(report):
-        lines += [f"**{esc(title)}**", ""]
+        lines += [f"**{safe.markdown(title)}**", ""]
         if rows:
-            lines += _table([f"{a} says", f"{b} says", "rows"],
-                            [[esc(x, LABEL_CHARS) for x in r[:2]] + [r[2]] for r in rows])
+            lines += _table([f"{_md(a)} says", f"{_md(b)} says", "rows"],
+                            [[_md(x) for x in r[:2]] + [r[2]] for r in rows])
         lines.append("")
     return lines
 
@@ -321,9 +308,10 @@ def _render(report: GateReport, lim: _Limits) -> str:
     teacher, student = models_text(report)
     rows = report.inputs.get("data", {}).get("rows")
     lines = [f"## {VERDICT[report.verdict]} · fairgate", "",
-             f"**{counts_text(report)}** · student {code(student)} vs teacher {code(teacher)} · "
+             f"**{counts_text(report)}** · student {safe.markdown_code(student)} vs teacher "
+             f"{safe.markdown_code(teacher)} · "
              + (f"{rows:,} rows · " if isinstance(rows, int) else "")
-             + f"policy {code(report.policy.path)}", ""]
+             + f"policy {safe.markdown_code(report.policy.path)}", ""]
     lines += _waivers(report)
     lines += _checks(report, lim.checks)
     lines += _kpis(report, lim.kpis)

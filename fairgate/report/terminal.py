@@ -1,7 +1,9 @@
 """The terminal report: what a person needs to decide, at a glance.
 
 Verdict first, then the checks (failures first) with teacher, student, change and bound,
-then why each non-passing check did not pass, and the groups behind the failures.
+then why each non-passing check did not pass, and the groups behind the failures. Every
+name, label, path and reason goes through :func:`fairgate.report.safe.terminal` (``_t``):
+this text is printed to CI logs, which the Actions runner parses for commands.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fairgate.core.evaluate import GroupRow
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
+from fairgate.report import safe
 from fairgate.report.json import num
 
 _STYLE = {
@@ -27,6 +30,8 @@ _STYLE = {
 MAX_GROUPS = 20
 _VERDICT = {"pass": ("PASS", "green"), "warn": ("PASS with warnings", "yellow"),
             "fail": ("FAIL", "red")}
+REASON_CHARS = 500
+_t = safe.terminal  # data and policy text, as the terminal and CI logs may show it
 
 
 def fmt(x: float | None, signed: bool = False) -> str:
@@ -54,7 +59,7 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 def _group_table(rows: list[GroupRow]) -> list[str]:
     if rows and rows[0].top1:  # multi-class top-1: accuracy is the only rate
-        return _table([[f"{'|'.join(g.group)}{'' if g.gated else ' (not gated)'}", str(g.n),
+        return _table([[f"{_t('|'.join(g.group))}{'' if g.gated else ' (not gated)'}", str(g.n),
                         f"{fmt(g.teacher_rates['accuracy'])} → {fmt(g.student_rates['accuracy'])}",
                         f"{g.teacher_only_correct} / {g.student_only_correct}"] for g in rows],
                       ["group", "n", "top-1 accuracy", "only teacher / only student right"])
@@ -62,11 +67,16 @@ def _group_table(rows: list[GroupRow]) -> list[str]:
     for g in rows:
         flag = "" if g.gated else " (not gated)"
         flag += " (reference)" if g.reference else ""
-        cells = [f"{'|'.join(g.group)}{flag}", str(g.n)]
+        cells = [f"{_t('|'.join(g.group))}{flag}", str(g.n)]
         for r in ("selection_rate", "tpr", "fpr", "accuracy"):
             cells.append(f"{fmt(g.teacher_rates[r])} → {fmt(g.student_rates[r])}")
         body.append(cells)
     return _table(body, ["group", "n", "selection rate", "TPR", "FPR", "accuracy"])
+
+
+def _model(info: dict[str, Any]) -> str:
+    """A model as a person names it: its file name, or the score column."""
+    return _t(Path(info["path"]).name) if info.get("path") else f"column {_t(info['column'])}"
 
 
 class TerminalReporter:
@@ -86,22 +96,18 @@ class TerminalReporter:
         d = report.decision
         inp = report.inputs
         lines = []
-        who = " vs ".join(
-            Path(inp[m]["path"]).name if inp[m].get("path") else f"column {inp[m]['column']}"
-            for m in ("student", "teacher")
-        )
+        who = " vs ".join(_model(inp[m]) for m in ("student", "teacher"))
         lines.append(
-            f"fairgate {report.version} · {report.policy.path} · {inp['data']['rows']:,} rows · "
-            f"{who}"
+            f"fairgate {report.version} · {_t(report.policy.path)} · {inp['data']['rows']:,} rows"
+            f" · {who}"
         )
         if "reference_student" in inp:
-            ref = inp["reference_student"]
-            name = Path(ref["path"]).name if ref.get("path") else f"column {ref['column']}"
-            lines.append(f"  reference student: {name}")
+            lines.append(f"  reference student: {_model(inp['reference_student'])}")
         for role in ("teacher", "student"):
             out = inp[role].get("output", {})
             if out.get("chosen") == "auto":
-                lines.append(f"  {role} output {out['name']!r}: {out['how']} (auto-detected)")
+                lines.append(f"  {role} output {_t(repr(out['name']))}: {_t(out['how'])} "
+                             "(auto-detected)")
         st = report.policy.policy.statistics
         if st.resamples:
             lines.append(f"  intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} "
@@ -117,8 +123,8 @@ class TerminalReporter:
             change = fmt(v.delta, True)
             if v.delta_interval:
                 change += " " + fmt_interval(v.delta_interval, True)
-            grouping = str(r.key.grouping) if r.key.grouping else "overall"
-            rows.append([r.status.value.upper(), r.check.id, r.key.metric, grouping,
+            grouping = _t(r.key.grouping) if r.key.grouping else "overall"
+            rows.append([r.status.value.upper(), _t(r.check.id), _t(r.key.metric), grouping,
                          fmt(v.teacher), fmt(v.student), change, _bound_text(r)])
         table = _table(rows, ["status", "check", "metric", "grouping", "teacher", "student",
                               "change (student − teacher)", "bound"])
@@ -131,16 +137,17 @@ class TerminalReporter:
         if problems:
             lines += ["", "Why:"]
             for r in problems:
-                where = f" [{r.key.grouping}]" if r.key.grouping else ""
-                lines.append(f"  {r.check.id}{where} ({r.status.value}): {r.reason}")
+                where = f" [{_t(r.key.grouping)}]" if r.key.grouping else ""
+                lines.append(f"  {_t(r.check.id)}{where} ({r.status.value}): "
+                             f"{_t(r.reason, REASON_CHARS)}")
         for w in d.expired_waivers:
-            lines.append(f"  expired waiver for {w.check} (owner {w.owner}, expired "
+            lines.append(f"  expired waiver for {_t(w.check)} (owner {_t(w.owner)}, expired "
                          f"{w.expires}): no longer applied")
         failing = [r.key.grouping for r in problems if r.key.grouping]
         for shown in dict.fromkeys(failing):
             members = sorted((g for g in report.groups if g.grouping == shown),
                           key=lambda g: (not g.gated, -g.n))
-            lines += ["", f"Groups of {shown} (teacher → student):"]
+            lines += ["", f"Groups of {_t(shown)} (teacher → student):"]
             lines += ["  " + x for x in _group_table(members[:MAX_GROUPS])]
             if len(members) > MAX_GROUPS:
                 lines.append(f"  … and {len(members) - MAX_GROUPS} smaller groups (report.json "
@@ -148,7 +155,7 @@ class TerminalReporter:
         if report.classwise and any(r.key.metric.startswith("classes_") for r in problems):
             lines += _changed_classes(report.classwise)
         if self.out_dir is not None:
-            lines += ["", f"Reports: {self.out_dir}/"]
+            lines += ["", f"Reports: {_t(self.out_dir)}/"]
         return "\n".join(lines) + "\n"
 
 
@@ -174,12 +181,14 @@ def _changed_classes(classwise: dict[str, Any]) -> list[str]:
     for title, rows in changed_classes(classwise):
         if rows:
             lines += ["", f"Classes whose accuracy changed significantly, {title}:"]
-            lines += ["  " + x for x in _table(rows, ["class", "n", "accuracy", "p (Holm)"])]
+            cells = [[_t(c), *rest] for c, *rest in rows]
+            lines += ["  " + x for x in _table(cells, ["class", "n", "accuracy", "p (Holm)"])]
     pairs = classwise.get("disagreement", [])
     if pairs and pairs[0]["cells"]:
         d = pairs[0]
-        lines += ["", f"Most frequent top-1 changes ({d['a']} → {d['b']}; {d['disagreeing_rows']} "
+        a, b = _t(d["a"]), _t(d["b"])
+        lines += ["", f"Most frequent top-1 changes ({a} → {b}; {d['disagreeing_rows']} "
                   f"of {d['rows']} rows differ):"]
-        lines += ["  " + x for x in _table([[c["a"], c["b"], str(c["rows"])] for c in d["cells"][:5]],
-                                           [d["a"], d["b"], "rows"])]
+        cells = [[_t(c["a"]), _t(c["b"]), str(c["rows"])] for c in d["cells"][:5]]
+        lines += ["  " + x for x in _table(cells, [a, b, "rows"])]
     return lines
