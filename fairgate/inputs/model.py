@@ -467,8 +467,8 @@ class ColumnPredictor:
     def describe(self) -> dict[str, Any]:
         if self.multiclass:
             return {"kind": "column", "column": self.column,
-                    "output": {"interpretation": "top-1 class", "how": "column values"}}
+                    "output": {"interpretation": "top-1 class", "how": "predicted classes"}}
         return {"kind": "column", "column": self.column, "threshold": self.threshold,
-                "output": {"interpretation": "scores or 0/1 decisions", "how": "column values",
-                           "positive_class": "the column's score", "positive_from":
-                           "a positive-class score per row"}}
+                "output": {"interpretation": "scores or 0/1 decisions",
+                           "how": f"positive-class scores or 0/1 decisions, positive when >= "
+                                  f"{self.threshold:g}"}}

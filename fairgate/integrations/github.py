@@ -119,6 +119,9 @@ def build_annotations(report: GateReport, workspace: str | None = None) -> list[
             errors.append(_result_note(report, r, "error", file))
         elif r.status is not Status.PASS:
             warnings.append(_result_note(report, r, "warning", file))
+    for text in report.warnings:
+        warnings.append(Annotation("warning", "fairgate: input warning", clip(text, MESSAGE_CHARS),
+                                   file, 1))
     for w in report.decision.expired_waivers:
         warnings.append(Annotation(
             "warning", f"fairgate: expired waiver for {w.check}",

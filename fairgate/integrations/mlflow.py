@@ -42,6 +42,7 @@ from fairgate.policy import LoadedPolicy
 from fairgate.report import safe
 from fairgate.report.json import num as json_number
 from fairgate.report.safe import mlflow_key_part as key_part
+from fairgate.report.terminal import model_reading, model_readings
 
 # MLflow's per-request limits (mlflow.utils.validation), kept here so no import is needed.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
@@ -306,8 +307,11 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
     for role in ("teacher", "student"):
         info = report.inputs[role]
         tags[f"fairgate.{role}"] = _model_name(info)
+        tags[f"fairgate.{role}.read_as"] = model_reading(info)
         if info.get("sha256"):
             tags[f"fairgate.sha256.{role}"] = str(info["sha256"])
+    if report.warnings:
+        tags["fairgate.warnings"] = " | ".join(report.warnings)
     key = KeyMaker()
     for r in d.results:
         attrs = _ident(r.key.grouping)
@@ -366,6 +370,9 @@ def note(report: GateReport) -> str:
         f"Student **{_md(student)}** vs teacher **{_md(teacher)}** on "
         f"{_md(_model_name(report.inputs['data']))} ({report.inputs['data']['rows']:,} rows). "
         f"{len(d.results)} checks: {summary}.",
+        "",
+        *(f"- {role} read as: {_md(text)}" for role, text in model_readings(report)),
+        *(f"- **warning**: {_md(w)}" for w in report.warnings),
         "",
         "| status | check | grouping | teacher | student | change | change interval |",
         "|---|---|---|---|---|---|---|",

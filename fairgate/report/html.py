@@ -36,7 +36,7 @@ from fairgate.report.markdown import (
     significant,
     status_text,
 )
-from fairgate.report.terminal import changed_classes
+from fairgate.report.terminal import changed_classes, model_readings
 
 CHART_GROUPS = 30  # groups drawn per grouping (the rest are in the table and report.json)
 TABLE_GROUPS = 1000  # groups listed per grouping
@@ -447,6 +447,18 @@ def _waivers(report: GateReport) -> str:
     return "".join(out)
 
 
+def _warnings(report: GateReport) -> str:
+    return "".join(f'<div class="banner expired warning"><b>Warning</b>: {_e(w)}</div>'
+                   for w in report.warnings)
+
+
+def _reading(report: GateReport) -> str:
+    """How each model's output was read (which class is positive, and what proved it)."""
+    items = "".join(f'<li data-role="{_e(role)}"><b>{_e(role)}</b>: {_e(text)}</li>'
+                    for role, text in model_readings(report))
+    return f'<section id=reading><p class=note>How the models were read:</p><ul>{items}</ul></section>'
+
+
 def render_html(report: GateReport) -> str:
     teacher, student = models_text(report)
     rows = report.inputs.get("data", {}).get("rows")
@@ -457,8 +469,8 @@ def render_html(report: GateReport) -> str:
               f"<p><b>{_e(counts_text(report))}</b></p><p class=meta>student {_e(student)} vs "
               f"teacher {_e(teacher)} · {rows_text}policy {_e(report.policy.path)} · "
               f"fairgate {_e(report.version)} · {_e(report.started_at)}</p></header>")
-    body = (header + _waivers(report) + _checks(report) + _kpis(report) + _significant(report)
-            + _classwise(report) + _groups(report))
+    body = (header + _warnings(report) + _reading(report) + _waivers(report) + _checks(report)
+            + _kpis(report) + _significant(report) + _classwise(report) + _groups(report))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>fairgate {_e(report.verdict.upper())}: {_e(student)} vs {_e(teacher)}</title>"

@@ -22,6 +22,7 @@ from fairgate.report.markdown import (
     models_text,
     value_text,
 )
+from fairgate.report.terminal import model_readings
 
 MESSAGE_CHARS = 1000
 _x = safe.xml  # every attribute and text: what XML 1.0 cannot carry shown escaped, clipped
@@ -83,7 +84,9 @@ def render_junit(report: GateReport) -> str:
                         ("fairgate.exit_code", str(d.exit_code)),
                         ("policy", str(report.policy.path)),
                         ("data", str(report.inputs.get("data", {}).get("path", ""))),
-                        ("teacher", teacher), ("student", student)):
+                        ("teacher", teacher), ("student", student),
+                        *((f"{role}.read_as", text) for role, text in model_readings(report)),
+                        *((f"fairgate.warning.{i}", w) for i, w in enumerate(report.warnings, 1))):
         ET.SubElement(props, "property", {"name": name, "value": _x(value)})
     tally = {"failure": 0, "error": 0, "skipped": 0}
     for r in d.results:
@@ -100,8 +103,10 @@ def render_junit(report: GateReport) -> str:
                           f"{w.expires}): no longer applied; was: {w.reason}", MESSAGE_CHARS)})
         tally["skipped"] += 1
     out = ET.SubElement(suite, "system-out")
-    out.text = _x(f"{VERDICT[report.verdict]}: {counts_text(report)}; student {student} vs "
-                  f"teacher {teacher}")
+    out.text = _x("\n".join([f"{VERDICT[report.verdict]}: {counts_text(report)}; student {student} "
+                             f"vs teacher {teacher}",
+                             *(f"{role} read as: {text}" for role, text in model_readings(report)),
+                             *(f"WARNING: {w}" for w in report.warnings)]))
     tests = len(d.results) + len(d.expired_waivers)
     counts = {"tests": str(tests), "failures": str(tally["failure"]),
               "errors": str(tally["error"]), "skipped": str(tally["skipped"]), "time": seconds}

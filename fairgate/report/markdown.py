@@ -20,7 +20,7 @@ from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
 from fairgate.report import safe
 from fairgate.report.json import num
-from fairgate.report.terminal import changed_classes, fmt
+from fairgate.report.terminal import changed_classes, fmt, model_readings
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes GitHub accepts in one step's summary
 MAX_BYTES = 900 * 1024  # our budget: leaves room for anything else the step appends
@@ -312,6 +312,10 @@ def _render(report: GateReport, lim: _Limits) -> str:
              f"{safe.markdown_code(teacher)} · "
              + (f"{rows:,} rows · " if isinstance(rows, int) else "")
              + f"policy {safe.markdown_code(report.policy.path)}", ""]
+    lines += [f"> ⚠️ **Warning**: {safe.markdown(w)}" for w in report.warnings]
+    lines += [""] if report.warnings else []
+    lines += [f"- {role} read as: {safe.markdown(text)}" for role, text in model_readings(report)]
+    lines.append("")
     lines += _waivers(report)
     lines += _checks(report, lim.checks)
     lines += _kpis(report, lim.kpis)

@@ -103,11 +103,10 @@ class TerminalReporter:
         )
         if "reference_student" in inp:
             lines.append(f"  reference student: {_model(inp['reference_student'])}")
-        for role in ("teacher", "student"):
-            out = inp[role].get("output", {})
-            if out.get("chosen") == "auto":
-                lines.append(f"  {role} output {_t(repr(out['name']))}: {_t(out['how'])} "
-                             "(auto-detected)")
+        for role, text in model_readings(report):
+            lines.append(f"  {role}: {_t(text, 400)}")
+        for warning in report.warnings:
+            lines.append(self._s(f"  warning: {_t(warning, 400)}", "yellow"))
         st = report.policy.policy.statistics
         if st.resamples:
             lines.append(f"  intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} "
@@ -157,6 +156,30 @@ class TerminalReporter:
         if self.out_dir is not None:
             lines += ["", f"Reports: {_t(self.out_dir)}/"]
         return "\n".join(lines) + "\n"
+
+
+ROLES = (("teacher", "teacher"), ("student", "student"), ("reference_student", "reference student"))
+
+
+def model_reading(info: dict[str, Any]) -> str:
+    """How fairgate read one model's output, and what proved it (report.json ``inputs``)."""
+    out = info.get("output", {})
+    if info.get("kind") == "column":
+        return f"column {info.get('column')!r}: {out.get('how', '')}"
+    text = f"output {out.get('name')!r}: {out.get('how', '')}"
+    why = [f"positive class: {out['positive_from']}" if out.get("positive_from") else "",
+           f"scale: {out['scale_from']}" if out.get("scale_from") else "",
+           f"classes: {out['classes_from']}" if out.get("classes_from") else "",
+           f"checked against its label output {out['checked_against']!r}"
+           if out.get("checked_against") else ""]
+    why = [w for w in why if w]
+    return text + (f" ({'; '.join(why)})" if why else "")
+
+
+def model_readings(report: GateReport) -> list[tuple[str, str]]:
+    """(role, how its output was read) for each model of the report."""
+    return [(name, model_reading(report.inputs[key])) for key, name in ROLES
+            if key in report.inputs]
 
 
 def changed_classes(classwise: dict[str, Any] | None) -> list[tuple[str, list[list[str]]]]:

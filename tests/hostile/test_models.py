@@ -7,9 +7,12 @@ onnxruntime's own outputs on the same rows.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
+import cmarkgfm
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -610,3 +613,41 @@ def test_compare_mixes_onnx_candidates_and_score_columns(rows, tmp_path, run_cli
     pred = logged >= 0.5
     assert accuracy(reports["logged"], "student") == pytest.approx(np.mean(pred == rows.y01),
                                                                    abs=1e-12)
+
+
+def test_what_was_read_and_the_warnings_are_in_every_report(rows, tmp_path, run_cli,
+                                                            write_policy) -> None:
+    """The positive class actually read, and why, in terminal, md, html, junit and MLflow."""
+    from fairgate.integrations.mlflow import collect
+    from fairgate.policy import load_policy
+    from fairgate.run import GateRequest, evaluate_policy
+
+    df = rows.assign(income=np.where(rows.y01 == 1, ">50K", "<=50K"))
+    model = network(tmp_path / "m.onnx", [[-1.0, 0.1], [1.0, -0.1]])
+    twin = tmp_path / "twin.onnx"
+    twin.write_bytes(model.read_bytes())
+    text = policy_text("income", '">50K"', "positive_column: 1")
+    r = gate(run_cli, write_policy, tmp_path, df, text, model, twin)
+    assert r.exit_code == 0, r.stderr
+    reading = ("output 'out': [N, 2] probabilities, column 1 = positive_label '>50K' (positive "
+               "class: model.positive_column; scale: the graph (Softmax))")
+    warning = "the student is the teacher (sha256 "
+    assert f"  student: {reading}" in r.stdout
+    assert f"  warning: {warning}" in r.stdout
+    md = (r.out / "report.md").read_text()
+    rendered = html.unescape(re.sub(r"<[^>]+>", "", cmarkgfm.github_flavored_markdown_to_html(md)))
+    assert f"student read as: {reading}" in rendered  # literally, as GitHub shows it
+    assert f"⚠️ Warning: {warning}" in rendered
+    page = (r.out / "report.html").read_text()
+    assert reading.replace("'", "&#x27;").replace(">", "&gt;") in page
+    assert "<b>Warning</b>: " + warning in page
+    junit = (r.out / "junit.xml").read_text()
+    assert f'name="student.read_as" value="{reading.replace(">", "&gt;")}"' in junit
+    assert 'name="fairgate.warning.1" value="' + warning in junit
+    report = evaluate_policy(load_policy(tmp_path / "policy.yaml"),
+                             GateRequest(policy=tmp_path / "policy.yaml",
+                                         data=tmp_path / "audit.parquet", teacher=model,
+                                         student=twin))
+    tags = collect(report, {}).tags
+    assert tags["fairgate.student.read_as"] == reading
+    assert tags["fairgate.warnings"].startswith(warning)
