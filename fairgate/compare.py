@@ -37,7 +37,8 @@ from fairgate.core.gate import Status, Verdict
 from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
-from fairgate.report import write_atomic, write_reports
+from fairgate.inputs.files import require_regular_file
+from fairgate.report import prepare_out_dir, write_atomic, write_reports
 from fairgate.report.json import num as json_number
 from fairgate.run import GateRequest, run_gate
 
@@ -295,8 +296,8 @@ def _sources(req: CompareRequest) -> tuple[list[str], str]:
                          "--candidate-scores columns, not both")
     if models and req.teacher is not None and req.candidates:
         for path in req.candidates:
-            if not path.exists():
-                raise ModelError(f"candidate model {path}: file not found")
+            require_regular_file(path, ModelError, where=f"candidate model {path}",
+                                 expected="an .onnx file")
         return [str(p) for p in req.candidates], str(req.teacher)
     if scores and req.teacher_scores is not None and req.candidate_scores:
         return list(req.candidate_scores), req.teacher_scores
@@ -305,9 +306,15 @@ def _sources(req: CompareRequest) -> tuple[list[str], str]:
 
 
 def run_compare(req: CompareRequest) -> Comparison:
-    """Gate every candidate against the teacher and rank them; nothing is written here."""
+    """Gate every candidate against the teacher and rank them; no report is written here.
+
+    Each candidate's report folder is made first, so that one blocked by a file fails
+    before any candidate is gated.
+    """
     sources, teacher = _sources(req)
     names = candidate_names(sources)
+    for name in names:
+        prepare_out_dir(req.out / name)
     scores_mode = req.teacher_scores is not None
     candidates = []
     for name, source in zip(names, sources, strict=True):
