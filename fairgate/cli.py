@@ -127,7 +127,7 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
           batch_size: int, color: bool | None) -> None:
     """Gate a student model against its teacher on an audit set."""
     from fairgate.policy import load_policy
-    from fairgate.report import write_reports
+    from fairgate.report import prepare_out_dir, write_reports
     from fairgate.report.terminal import TerminalReporter
     from fairgate.run import GateRequest, evaluate_policy
 
@@ -141,6 +141,7 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
 
         target_of(loaded)
         parent_of(parent_run)
+    prepare_out_dir(out)  # a verdict that cannot be written is lost: fail before any work
     report = evaluate_policy(loaded, request)
     write_reports(report, out, formats)
     if os.environ.get("GITHUB_ACTIONS") == "true":
@@ -186,16 +187,19 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
     Exit 0 if at least one candidate passes the gate, 1 if none does.
     """
     from fairgate.compare import CompareRequest, render_terminal, run_compare, write_comparison
+    from fairgate.policy import load_policy
+    from fairgate.report import prepare_out_dir
 
     request = CompareRequest(policy=policy, data=data, teacher=teacher, candidates=candidates,
                              teacher_scores=teacher_scores, candidate_scores=candidate_scores,
                              out=out, seed=seed, batch_rows=batch_size)
+    loaded = load_policy(policy)
     if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
         from fairgate.integrations.mlflow import parent_of, target_of
-        from fairgate.policy import load_policy
 
-        target_of(load_policy(policy))
+        target_of(loaded)
         parent_of(parent_run)
+    prepare_out_dir(out)  # a ranking that cannot be written is lost: fail before any work
     result = run_compare(request)
     write_comparison(result, out)
     echo(render_terminal(result), nl=False)

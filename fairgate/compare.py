@@ -37,7 +37,8 @@ from fairgate.core.gate import Status, Verdict
 from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
-from fairgate.report import safe, write_atomic, write_reports
+from fairgate.inputs.files import require_regular_file
+from fairgate.report import prepare_out_dir, safe, write_atomic, write_reports
 from fairgate.report.json import num as json_number
 from fairgate.run import GateRequest, run_gate
 
@@ -296,16 +297,22 @@ def _sources(req: CompareRequest) -> tuple[list[tuple[str, bool]], str]:
         raise UsageError("give one or more candidates: --candidate S.onnx or --candidate-scores "
                          "COL (both repeatable)")
     for path in req.candidates:
-        if not path.exists():
-            raise ModelError(f"candidate model {path}: file not found")
+        require_regular_file(path, ModelError, where=f"candidate model {path}",
+                             expected="an .onnx file")
     sources = [(str(p), False) for p in req.candidates] + [(c, True) for c in req.candidate_scores]
     return sources, str(req.teacher) if req.teacher is not None else str(req.teacher_scores)
 
 
 def run_compare(req: CompareRequest) -> Comparison:
-    """Gate every candidate against the teacher and rank them; nothing is written here."""
+    """Gate every candidate against the teacher and rank them; no report is written here.
+
+    Each candidate's report folder is made first, so that one blocked by a file fails
+    before any candidate is gated.
+    """
     sources, teacher = _sources(req)
     names = candidate_names([s for s, _ in sources])
+    for name in names:
+        prepare_out_dir(req.out / name)
     candidates = []
     for name, (source, column) in zip(names, sources, strict=True):
         gate_req = GateRequest(

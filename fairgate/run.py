@@ -41,8 +41,9 @@ from fairgate.core.metrics import CATALOGUE, KPI_METRICS, MULTICLASS_KPI_METRICS
 from fairgate.core.multiclass import ClassIndex
 from fairgate.core.outcome import GateReport
 from fairgate.engine.local import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
-from fairgate.errors import ModelError, UsageError
-from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec
+from fairgate.errors import InputError, ModelError, UsageError
+from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec, column_roles
+from fairgate.inputs.files import require_regular_file
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
 from fairgate.policy import LoadedPolicy, Policy, load_policy
@@ -147,6 +148,7 @@ def declared_classes(policy: Policy, role: str) -> tuple[tuple[str, ...] | None,
 
 
 def sha256_of(path: Path) -> str:
+    require_regular_file(path, InputError)  # a FIFO or a device would never end
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -197,7 +199,9 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         size = policy.scores.sample_rows if policy.scores is not None else 50_000
         score_sampler = RowSampler(size, policy.statistics.seed, columns=list(audit.sensitive))
     audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
-                         text_columns=tuple(audit.sensitive))
+                         text_columns=tuple(audit.sensitive),
+                         roles=column_roles(audit.label, audit.sensitive,
+                                            spurious.attribute if spurious else None))
     derived: dict[str, GroupingCounts] = {}
     if policy.multiclass is not None:
         plan = multiclass_plan(policy, groupings, teacher, spurious)

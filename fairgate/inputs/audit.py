@@ -6,8 +6,8 @@ Memory stays flat in the number of rows: nothing here holds more than one batch.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from fairgate.errors import DataError
+from fairgate.inputs.files import require_regular_file
 
 DEFAULT_BATCH_ROWS = 65_536
 _READ_BUFFER = 1 << 16  # bytes per Parquet read; see AuditSet.batches
@@ -33,24 +34,31 @@ class AuditSet:
     # read as text from CSV, whatever the first block looks like (sensitive attributes:
     # a column of zip codes must not turn from numbers into an error at row 2,000,000)
     text_columns: tuple[str, ...] = ()
+    # columns whose values name groups or classes, with what each is (for messages): a
+    # list or struct there has no single value per row, so it is refused before any batch
+    roles: dict[str, str] = field(default_factory=dict)
 
-    def schema_names(self) -> list[str]:
-        if not self.path.exists():
-            raise DataError(f"{self.path}: audit set not found")
-        if self.path.is_dir():
-            raise DataError(f"{self.path}: is a directory, expected a .parquet or .csv file")
+    def schema(self) -> pa.Schema:
+        """Columns and types from the Parquet footer or the CSV header block."""
+        require_regular_file(self.path, DataError, what="audit set",
+                             expected="a .parquet or .csv file")
         try:
             if _is_parquet(self.path):
-                return list(pq.read_schema(self.path).names)
+                return pq.read_schema(self.path)
             with self.path.open("rb") as f:
                 reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=1 << 16))
-                return list(reader.schema.names)
+                return reader.schema
         except (pa.ArrowException, OSError) as e:
             raise DataError(f"{self.path}: cannot read the audit set: {_first_line(e)}") from None
 
+    def schema_names(self) -> list[str]:
+        return list(self.schema().names)
+
     def check_columns(self) -> None:
-        """Fail before any work if a needed column is absent, naming it and close names."""
-        names = self.schema_names()
+        """Fail before any work if a needed column is absent (naming it and close names), or
+        if a label or grouping column is nested."""
+        schema = self.schema()
+        names = list(schema.names)
         for col in self.columns:
             if col not in names:
                 close = difflib.get_close_matches(col, names, n=1)
@@ -59,6 +67,11 @@ class AuditSet:
                     f"{self.path}: column {col!r} not found{hint} "
                     f"(columns: {', '.join(names[:30])}{' …' if len(names) > 30 else ''})"
                 )
+        for f in schema:
+            if f.name in self.roles and _is_nested(f.type):
+                raise DataError(f"{self.path}: column {f.name!r} ({self.roles[f.name]}) has type "
+                                f"{f.type}; it must hold one value per row, not a list, struct, "
+                                "map or union")
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """Record batches holding just ``columns``, cast to ``column_types``."""
@@ -117,6 +130,22 @@ def require_values(col: pa.Array | pa.ChunkedArray, what: str, offset: int) -> N
     if missing.any():
         raise DataError(f"{what} has {int(missing.sum())} missing or NaN value(s), first at row "
                         f"{offset + int(np.flatnonzero(missing)[0])}")
+
+
+def column_roles(label: str, sensitive: Sequence[str], spurious: str | None = None) -> dict[str, str]:
+    """The columns whose values name groups or classes, and what each is (AuditSet.roles)."""
+    roles = {a: "a sensitive attribute" for a in sensitive}
+    if spurious is not None:
+        roles.setdefault(spurious, "the spurious attribute")
+    return {**roles, label: "the label"}
+
+
+def _is_nested(typ: pa.DataType) -> bool:
+    if isinstance(typ, pa.ExtensionType):
+        typ = typ.storage_type
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return bool(pa.types.is_nested(typ))
 
 
 def _is_parquet(path: Path) -> bool:

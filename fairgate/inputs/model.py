@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from fairgate.errors import DataError, ModelError
 from fairgate.inputs.audit import require_values
+from fairgate.inputs.files import require_regular_file
 from fairgate.inputs.graph import OutputFacts, output_facts
 from fairgate.inputs.outputs import (
     Output,
@@ -314,10 +315,7 @@ def _load_session(role: str, path: Path) -> tuple[Any, dict[str, OutputFacts]]:
     import onnxruntime as ort
 
     where = f"{role} model {path}"
-    if not path.exists():
-        raise ModelError(f"{where}: file not found")
-    if path.is_dir():
-        raise ModelError(f"{where}: is a directory, expected an .onnx file")
+    require_regular_file(path, ModelError, where=where, expected="an .onnx file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -367,6 +365,7 @@ def _check_external_data(proto: Any, path: Path, where: str) -> bool:
                 f"{where}: tensor {tensor.name!r} points to external data {location!r} outside "
                 "the model's folder; refusing to read it"
             )
+        require_regular_file(target, ModelError, where=f"{where}: external data {location!r}")
     return found
 
 

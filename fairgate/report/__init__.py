@@ -6,12 +6,15 @@ function of :mod:`fairgate.report.safe` for that report's format.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
 from fairgate.core.outcome import GateReport
+from fairgate.errors import UsageError
 
 
 class Reporter(Protocol):
@@ -21,6 +24,44 @@ class Reporter(Protocol):
     filename: str
 
     def render(self, report: GateReport) -> str: ...
+
+
+def prepare_out_dir(path: Path) -> None:
+    """Check that fairgate can make ``path`` and write in it, or raise UsageError (exit 2).
+
+    Called before any work: otherwise a gate whose reports cannot be written runs to the
+    end, then crashes and its verdict is lost. Permission bits do not tell (root, ACLs,
+    read-only mounts), so this makes the folders and a file; folders it made are removed
+    again, so a run that fails later leaves nothing behind.
+    """
+    where = f"--out {path}"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{where}: exists and is not a directory; give a directory for the "
+                         "reports")
+    chain = (path, *path.parents)
+    missing = list(itertools.takewhile(lambda p: not p.exists(), chain))
+    if len(missing) < len(chain) and not chain[len(missing)].is_dir():
+        raise UsageError(f"{where}: {chain[len(missing)]} is not a directory, so no directory "
+                         "can be made under it")
+    try:
+        _probe(path, where)
+    finally:
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+
+
+def _probe(path: Path, where: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{where}: cannot create the directory ({e.strerror or e})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fairgate-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"{where}: cannot write in the directory ({e.strerror or e})") from None
 
 
 def write_atomic(path: Path, text: str) -> None:
