@@ -387,20 +387,18 @@ def test_compare_candidate_folder_blocked_by_a_file(synthetic: Path, write_polic
     assert sorted(p.name for p in out.iterdir()) == ["s"]
 
 
-@pytest.mark.skipif(getattr(os, "geteuid", lambda: -1)() == 0,
-                    reason="root writes in read-only directories")
-def test_out_in_a_read_only_directory(synthetic: Path, write_policy, run_cli, tmp_path: Path,
-                                      no_work) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    try:
-        r = scores_check(run_cli, write_policy(SYNTHETIC_POLICY), synthetic, locked / "out")
-        assert_usage_error(r, f"--out {locked / 'out'}: cannot create the directory "
-                              "(Permission denied)")
-        r = scores_check(run_cli, write_policy(SYNTHETIC_POLICY), synthetic, locked)
-        assert_usage_error(r, f"--out {locked}: cannot write in the directory (Permission denied)")
-    finally:
-        locked.chmod(0o755)
+def test_out_on_a_read_only_file_system(synthetic: Path, write_policy, run_cli,
+                                        no_work) -> None:
+    """sysfs refuses new files and folders to every user, root included (chmod does not)."""
+    sys_fs = Path("/sys")
+    assert sys_fs.is_dir()
+    r = scores_check(run_cli, write_policy(SYNTHETIC_POLICY), synthetic, sys_fs / "fairgate-out")
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.startswith(f"fairgate: error: --out {sys_fs / 'fairgate-out'}: cannot create "
+                               "the directory (")
+    r = scores_check(run_cli, write_policy(SYNTHETIC_POLICY), synthetic, sys_fs)
+    assert r.exit_code == 2, r.stderr
+    assert r.stderr.startswith(f"fairgate: error: --out {sys_fs}: cannot write in the directory (")
 
 
 def test_out_unwritable_is_found_by_the_probe(tmp_path: Path, monkeypatch) -> None:
