@@ -127,9 +127,8 @@ def plan_output(outputs: list[Output], settings: ReadSettings, where: str) -> Pl
             what = "no label output" if not labels else "several label outputs"
             raise ModelError(f"{where}: {what} ({options}); set model.output_name to the one "
                              "to read")
-        plan = (_class_labels if settings.multiclass else _binary_labels)(labels[0], settings,
-                                                                          where)
-        return plan
+        read = _class_labels if settings.multiclass else _binary_labels
+        return read(labels[0], settings, where)
     if not floats:
         raise ModelError(f"{where}: no output gives {settings.output} ({options})")
     if len(floats) > 1:
