@@ -20,10 +20,9 @@ MISSING = "(missing)"
 # 8 cells a group: index = ((g * 2 + y) * 2 + y_teacher) * 2 + y_student
 CELLS = 8
 #: Default cap on distinct groups per grouping (policy: ``audit.max_groups``). Gating needs
-#: min_group_size rows a group, so a grouping with more groups than this is almost all
-#: ungated groups; past it a column is an identifier, not a sensitive attribute. Chosen from
-#: benchmarks/bench_groups.py: at 100,000 groups a 1M-row gate takes seconds and a few
-#: hundred MiB, and the cap stops a 200,000-value column early at the same cost.
+#: min_group_size rows a group, so past this a column is an identifier rather than a
+#: sensitive attribute; counting costs ~0.55 KiB a group, so the cap also bounds memory
+#: (figures and the choice: benchmarks/README.md, bench_groups.py).
 MAX_GROUPS = 100_000
 
 
