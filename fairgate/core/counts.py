@@ -127,8 +127,8 @@ class CountAccumulator:
 
     ``max_groups`` caps the distinct groups of each grouping that is not derived (the
     policy's attributes and their intersections). It is checked batch by batch, so a
-    column of unique ids ends the pass after one batch, with memory bounded by the cap;
-    ``source`` (the audit file) starts the error message.
+    column of unique ids ends the pass at the batch that takes it past the cap, with memory
+    bounded by the cap; ``source`` (the audit file) starts the error message.
     """
 
     def __init__(self, groupings: list[Grouping], max_groups: int | None = None,

@@ -185,7 +185,7 @@ def group_rows(counts: GroupingCounts, ctx: Context, top1: bool = False,
 
 
 #: Groups below min_group_size that reports list one by one, per grouping: the largest. A
-#: column of 200,000 values made a report.json of ~260 MB, almost all of it ungated groups;
+#: column of 100,000 values made a report.json of 108 MB, almost all of it ungated groups;
 #: the rest are summed up in :class:`Unlisted`. Gated groups and the reference are always
 #: listed.
 LISTED_UNGATED = 1000
@@ -252,19 +252,18 @@ CHUNK_CELLS = 2_000_000
 def pool_ungated(cells: np.ndarray, ctx: Context) -> tuple[np.ndarray, Context]:
     """The table the bootstrap draws from: ungated groups summed into one pooled group.
 
-    The gated groups and the reference keep their order; the pooled group comes last, is
-    never gated and never the reference, and keeps its 8 cells (y, ŷt, ŷs).
+    The gated groups and the reference (gated or not) keep their order; the pooled group
+    comes last, is never gated and never the reference, and keeps its 8 cells (y, ŷt, ŷs).
 
     Why every interval is unchanged in distribution: a bootstrap copy is Multinomial(N,
     cell shares), and summing some cells of a multinomial gives the multinomial of the summed
-    shares, the other cells' joint law unchanged. So the gated groups' cells and the
-    whole-table sums (gated + pooled, per cell) have the same joint law drawn from the pooled
+    shares, the other cells' joint law unchanged. So the kept groups' cells and the
+    whole-table sums (kept + pooled, per cell) have the same joint law drawn from the pooled
     table as from the full one, and every metric reads only those: grouping metrics the gated
-    groups (a reference that is not gated makes them undefined either way), overall metrics
-    and the individual-level Theil index the whole-table sums. The cost of a copy falls from
-    O(all groups) to O(gated groups). The copies themselves differ (fewer draws from the
-    generator), so the table is pooled only when that removes a group: two or more ungated
-    groups besides the reference.
+    groups and the reference, overall metrics and the individual-level Theil index the
+    whole-table sums. The cost of a copy falls from O(all groups) to O(gated groups). The
+    copies themselves differ (fewer draws from the generator), so the table is pooled only
+    when that removes a group: two or more ungated groups besides the reference.
     """
     keep = ctx.gated.copy()
     if ctx.reference is not None:
