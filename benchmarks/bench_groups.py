@@ -41,6 +41,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -213,7 +214,7 @@ def measure(data: Path, policy: Path, pythonpath: Path, args: argparse.Namespace
         count, stats = timings.get("count_seconds"), timings.get("statistics_seconds")
     error = next((line[len("fairgate: error: "):] for line in proc.stderr.splitlines()
                   if line.startswith("fairgate: error: ")), "")
-    subprocess.run(["rm", "-rf", str(out)], check=False)
+    shutil.rmtree(out, ignore_errors=True)
     return Run(proc.returncode, wall, got["User time (seconds)"] + got["System time (seconds)"],
                got["Maximum resident set size (kbytes)"] / 1024, size, count, stats, error)
 
@@ -284,6 +285,8 @@ def main() -> None:
                   f"{_median(b, 'peak_mib') / _median(a, 'peak_mib'):.2f}x")
         sys.stdout.flush()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if "before" in trees:
+        shutil.rmtree(trees["before"], ignore_errors=True)
 
 
 if __name__ == "__main__":
