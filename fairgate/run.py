@@ -25,8 +25,8 @@ from fairgate.core.evaluate import (
     compute_values,
     context_for,
     group_rows,
-    is_top1,
     paired_value,
+    report_groups,
 )
 from fairgate.core.gate import check_keys, decide, metric_groupings
 from fairgate.core.individual import (
@@ -206,14 +206,14 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     if policy.multiclass is not None:
         plan = multiclass_plan(policy, groupings, teacher, spurious)
         counted = count_multiclass(audit_set, plan, list(audit.sensitive), teacher, student,
-                                   reference)
+                                   reference, max_groups=audit.max_groups)
         derived["classes"] = counted.counts[plan.classes_grouping]
         if counted.reference is not None:
             derived["reference"] = counted.reference
     else:
         counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
                               list(audit.sensitive), groupings, teacher, student, sampler,
-                              spurious, score_sampler)
+                              spurious, score_sampler, max_groups=audit.max_groups)
     if spurious is not None:
         derived["alignment"] = counted.counts[spurious.grouping]
     t1 = time.perf_counter()
@@ -236,11 +236,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
             settings)
         values.update(scored)
     decision = decide(policy, values, groupings, req.today or dt.date.today())
-    groups = [
-        row for g in groupings
-        for row in group_rows(counted.counts[g], context_for(counted.counts[g], settings),
-                              top1=is_top1(g, settings))
-    ]
+    groups, unlisted = report_groups(counted.counts, groupings, settings)
     classwise = None
     if policy.multiclass is not None:
         per_class = [r for r in groups if r.grouping == derived["classes"].grouping]
@@ -260,7 +256,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
         warnings=same_model_warnings(inputs),
-        individual=individual, classwise=classwise,
+        individual=individual, classwise=classwise, unlisted=tuple(unlisted),
         scores=None if score_details is None else {
             "rows_sampled": len(counted.score_sample.rows) if counted.score_sample else 0,
             "rows_seen": counted.score_sample.seen if counted.score_sample else 0,
@@ -283,10 +279,8 @@ def score_metric_values(
     groups = {}
     for g in {k.grouping for k in wanted if k.grouping is not None} | set(_base(counts)):
         gc = counts[g]
-        index = {label: i for i, label in enumerate(gc.labels)}
         parts = [[value_label(v) for v in sample.table.column(a).to_pylist()] for a in g.attributes]
-        codes = np.array([index["|".join(row)] for row in zip(*parts, strict=True)],
-                         dtype=np.int64)
+        codes = np.array([gc.index[row] for row in zip(*parts, strict=True)], dtype=np.int64)
         groups[g] = ScoreGroups(g, codes, gc.labels, context_for(gc, settings).gated)
     spec = policy.scores
     bins = spec.bins if spec is not None else 10

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fairgate.errors import DataError
+
 MISSING = "(missing)"
 # 8 cells a group: index = ((g * 2 + y) * 2 + y_teacher) * 2 + y_student
 CELLS = 8
+#: Default cap on distinct groups per grouping (policy: ``audit.max_groups``). Gating needs
+#: min_group_size rows a group, so past this a column is an identifier rather than a
+#: sensitive attribute; counting costs ~0.55 KiB a group, so the cap also bounds memory
+#: (figures and the choice: benchmarks/README.md, bench_groups.py).
+MAX_GROUPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -46,16 +54,23 @@ class GroupingCounts:
     """Joint counts of one grouping; ``cells[g, y, y_teacher, y_student]`` as int64."""
 
     grouping: Grouping
-    groups: tuple[tuple[str, ...], ...]
+    groups: tuple[tuple[str, ...], ...]  # the key of a group is its tuple of values
     cells: np.ndarray
 
-    @property
+    @cached_property
     def labels(self) -> list[str]:
-        """Readable group labels: ``White`` or ``White|Female`` for intersections."""
+        """Readable group labels, ``White`` or ``White|Female``: for display only, since
+        ``("a|b", "c")`` and ``("a", "b|c")`` read alike. Look groups up in :attr:`index`."""
         return ["|".join(g) for g in self.groups]
 
-    @property
+    @cached_property
+    def index(self) -> dict[tuple[str, ...], int]:
+        """Position of each group, keyed by its value tuple."""
+        return {g: i for i, g in enumerate(self.groups)}
+
+    @cached_property
     def sizes(self) -> np.ndarray:
+        """Rows per group; cached, as per-group code reading it in a loop made gates O(G²)."""
         return self.cells.sum(axis=(1, 2, 3))
 
     @staticmethod
@@ -103,11 +118,24 @@ def _label(value: object) -> str:
     return str(value)
 
 
-class CountAccumulator:
-    """Adds batches of (label, teacher decision, student decision, sensitive values)."""
+class TooManyGroups(DataError):
+    """A grouping has more distinct groups than ``audit.max_groups``."""
 
-    def __init__(self, groupings: list[Grouping]) -> None:
+
+class CountAccumulator:
+    """Adds batches of (label, teacher decision, student decision, sensitive values).
+
+    ``max_groups`` caps the distinct groups of each grouping that is not derived (the
+    policy's attributes and their intersections). It is checked batch by batch, so a
+    column of unique ids ends the pass at the batch that takes it past the cap, with memory
+    bounded by the cap; ``source`` (the audit file) starts the error message.
+    """
+
+    def __init__(self, groupings: list[Grouping], max_groups: int | None = None,
+                 source: object = None) -> None:
         self.groupings = groupings
+        self.max_groups = max_groups
+        self.source = source
         attributes = sorted({a for g in groupings for a in g.attributes})
         self._codes = {a: _Codes() for a in attributes}
         self._combo: dict[Grouping, dict[tuple[int, ...], int]] = {g: {} for g in groupings}
@@ -130,6 +158,7 @@ class CountAccumulator:
         codes = {a: c.encode(sensitive[a]) for a, c in self._codes.items()}
         for grouping in self.groupings:
             group = self._group_codes(grouping, codes)
+            self._check_cap(grouping, len(y))
             size = len(self._combo[grouping]) * CELLS
             counts = np.bincount(group * CELLS + outcome, minlength=size)
             acc = self._cells[grouping]
@@ -138,6 +167,28 @@ class CountAccumulator:
             acc += counts
             self._cells[grouping] = acc
         self.rows += len(y)
+
+    def _check_cap(self, grouping: Grouping, batch_rows: int) -> None:
+        seen = len(self._combo[grouping])
+        if self.max_groups is None or grouping.derived or seen <= self.max_groups:
+            return
+        cap, rows = f"{self.max_groups:,}", f"{self.rows + batch_rows:,}"
+        columns = ", ".join(repr(a) for a in grouping.attributes)
+        where = f"{self.source}: " if self.source is not None else ""
+        if len(grouping.attributes) == 1:
+            what = f"column {columns} has more than {cap} distinct values"
+            fix = "bin the column into fewer values"
+        else:
+            what = (f"intersection {'*'.join(grouping.attributes)} "
+                    f"(columns {columns}) has more than {cap} distinct combinations")
+            fix = ("bin the columns into fewer values, or leave this intersection out "
+                   "(audit.intersections, the checks' on:)")
+        raise TooManyGroups(
+            f"{where}{what} ({seen:,} in the first {rows} rows); fairgate gates at most {cap} "
+            f"groups per grouping (audit.max_groups). To gate on it, {fix}: values with fewer "
+            "rows than audit.min_group_size are not gated anyway, so merging them into one "
+            "value loses no gated group. Or raise audit.max_groups."
+        )
 
     def _group_codes(self, grouping: Grouping, codes: dict[str, np.ndarray]) -> np.ndarray:
         if len(grouping.attributes) == 1:

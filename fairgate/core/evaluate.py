@@ -6,14 +6,21 @@ Pure: counts and settings in, frozen values out. The gate and the reports read t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from fairgate.core.counts import Grouping, GroupingCounts
 from fairgate.core.individual import Estimate, Paired
 from fairgate.core.metrics import CATALOGUE, GROUP_RATES, Context, Metric, explain_undefined, rate
-from fairgate.core.stats import Interval, holm, mcnemar_exact, percentile_interval, resample_cells, rng_for
+from fairgate.core.stats import (
+    Interval,
+    holm,
+    mcnemar_exact_many,
+    percentile_interval,
+    resample_cells,
+    rng_for,
+)
 from fairgate.errors import DataError
 
 
@@ -122,15 +129,15 @@ def context_for(counts: GroupingCounts, settings: Settings, alpha: float | None 
     refs = settings.reference_groups
     reference: int | None
     if counts.grouping.derived:  # the aligned side for spurious metrics; none for classes
-        reference = counts.groups.index(("aligned",)) if ("aligned",) in counts.groups else None
+        reference = counts.index.get(("aligned",))
     elif all(a in refs for a in attrs):
         want = tuple(_fmt(refs[a]) for a in attrs)
-        if want not in counts.groups:
+        if want not in counts.index:
             raise DataError(
                 f"reference group {'|'.join(want)} for {counts.grouping} is not in the audit set "
                 f"(groups: {', '.join(counts.labels[:20])})"
             )
-        reference = counts.groups.index(want)
+        reference = counts.index[want]
     else:
         reference = int(np.argmax(sizes)) if len(sizes) else None
     return Context(gated=gated, reference=reference, alpha=2.0 if alpha is None else alpha,
@@ -141,10 +148,13 @@ def _point(metric: Metric, conf: np.ndarray, ctx: Context) -> float:
     return float(metric.compute(conf, ctx))
 
 
-def group_rows(counts: GroupingCounts, ctx: Context, top1: bool = False) -> list[GroupRow]:
+def group_rows(counts: GroupingCounts, ctx: Context, top1: bool = False,
+               keep: np.ndarray | None = None) -> list[GroupRow]:
     """Per-group counts, rates and McNemar tests (Holm over the gated groups).
 
     ``top1``: a multi-class top-1 table, whose only rates are accuracy and error rate.
+    ``keep``: the indices of the groups to make rows of (default: all, in table order);
+    the tests and Holm's correction are over the whole table either way.
     """
     t = GroupingCounts.teacher(counts.cells)
     s = GroupingCounts.student(counts.cells)
@@ -152,30 +162,118 @@ def group_rows(counts: GroupingCounts, ctx: Context, top1: bool = False) -> list
     # teacher right, student wrong: y == ŷt != ŷs; and the reverse
     t_only = c[:, 0, 0, 1] + c[:, 1, 1, 0]
     s_only = c[:, 0, 1, 0] + c[:, 1, 0, 1]
-    p = [mcnemar_exact(int(a), int(b)) for a, b in zip(t_only, s_only, strict=True)]
-    gated_idx = [i for i in range(len(p)) if ctx.gated[i]]
-    adjusted = dict(zip(gated_idx, holm([p[i] for i in gated_idx]), strict=True))
+    p = mcnemar_exact_many(t_only, s_only)
+    gated_idx = ctx.gated_index
+    adjusted = dict(zip(gated_idx.tolist(), holm(p[gated_idx].tolist()), strict=True))
     nan = np.full(len(counts.groups), np.nan)
     t_rates = {r: rate(t, r) if not top1 or r in TOP1_RATES else nan for r in GROUP_RATES}
     s_rates = {r: rate(s, r) if not top1 or r in TOP1_RATES else nan for r in GROUP_RATES}
+    sizes = counts.sizes
+    rows = range(len(counts.groups)) if keep is None else keep.tolist()
     return [
         GroupRow(
-            grouping=counts.grouping, group=g, n=int(counts.sizes[i]), gated=bool(ctx.gated[i]),
-            reference=ctx.reference == i and not counts.grouping.derived,
+            grouping=counts.grouping, group=counts.groups[i], n=int(sizes[i]),
+            gated=bool(ctx.gated[i]), reference=ctx.reference == i and not counts.grouping.derived,
             teacher=_cells_dict(t[i], top1), student=_cells_dict(s[i], top1),
             teacher_rates={r: float(v[i]) for r, v in t_rates.items()},
             student_rates={r: float(v[i]) for r, v in s_rates.items()},
             teacher_only_correct=int(t_only[i]), student_only_correct=int(s_only[i]),
-            mcnemar_p=p[i], mcnemar_p_holm=adjusted.get(i), top1=top1,
+            mcnemar_p=float(p[i]), mcnemar_p_holm=adjusted.get(i), top1=top1,
         )
-        for i, g in enumerate(counts.groups)
+        for i in rows
     ]
+
+
+#: Groups below min_group_size that reports list one by one, per grouping: the largest. A
+#: column of 100,000 values made a report.json of 108 MB, almost all of it ungated groups;
+#: the rest are summed up in :class:`Unlisted`. Gated groups and the reference are always
+#: listed.
+LISTED_UNGATED = 1000
+
+
+@dataclass(frozen=True)
+class Unlisted:
+    """The groups of one grouping that reports leave out, all below min_group_size.
+
+    They are still counted in every metric over the whole audit set and in the bootstrap;
+    no check reads them one by one, so leaving them out changes no verdict.
+    """
+
+    grouping: Grouping
+    groups: int
+    rows: int
+    largest: int  # rows of the largest group left out
+
+
+def listed_groups(counts: GroupingCounts, ctx: Context,
+                  limit: int = LISTED_UNGATED) -> tuple[np.ndarray, Unlisted | None]:
+    """Indices (in table order) of the groups reports list, and what is left out.
+
+    Every gated group and the reference, then the ``limit`` largest other groups (ties in
+    table order).
+    """
+    keep = ctx.gated.copy()
+    if ctx.reference is not None:
+        keep[ctx.reference] = True
+    others = np.flatnonzero(~keep)
+    if len(others) <= limit:
+        return np.arange(len(keep)), None
+    sizes = counts.sizes
+    by_size = others[np.argsort(-sizes[others], kind="stable")]
+    keep[by_size[:limit]] = True
+    cut = sizes[by_size[limit:]]
+    return np.flatnonzero(keep), Unlisted(counts.grouping, len(cut), int(cut.sum()), int(cut.max()))
+
+
+def report_groups(counts: Mapping[Grouping, GroupingCounts], groupings: Iterable[Grouping],
+                  settings: Settings) -> tuple[list[GroupRow], list[Unlisted]]:
+    """The group rows of every report, and per grouping the groups left out of them."""
+    rows: list[GroupRow] = []
+    unlisted: list[Unlisted] = []
+    for g in groupings:
+        gc = counts[g]
+        ctx = context_for(gc, settings)
+        keep, cut = listed_groups(gc, ctx)
+        rows += group_rows(gc, ctx, top1=is_top1(g, settings), keep=keep)
+        if cut is not None:
+            unlisted.append(cut)
+    return rows, unlisted
 
 
 #: Bootstrap copies held at once: memory is O(cells × CHUNK), not O(cells × resamples), which
 #: matters for the per-class table of K = 1000 classes (353 MiB at 2,000 resamples unchunked).
 #: Drawing in chunks from one generator gives the same copies as one draw.
 CHUNK = 250
+#: ...and at most this many cells of copies (16 MiB of int64) for tables of many gated
+#: groups, so that the statistics' memory does not grow with the number of groups.
+CHUNK_CELLS = 2_000_000
+
+
+def pool_ungated(cells: np.ndarray, ctx: Context) -> tuple[np.ndarray, Context]:
+    """The table the bootstrap draws from: ungated groups summed into one pooled group.
+
+    The gated groups and the reference (gated or not) keep their order; the pooled group
+    comes last, is never gated and never the reference, and keeps its 8 cells (y, ŷt, ŷs).
+
+    Why every interval is unchanged in distribution: a bootstrap copy is Multinomial(N,
+    cell shares), and summing some cells of a multinomial gives the multinomial of the summed
+    shares, the other cells' joint law unchanged. So the kept groups' cells and the
+    whole-table sums (kept + pooled, per cell) have the same joint law drawn from the pooled
+    table as from the full one, and every metric reads only those: grouping metrics the gated
+    groups and the reference, overall metrics and the individual-level Theil index the
+    whole-table sums. The cost of a copy falls from O(all groups) to O(gated groups). The
+    copies themselves differ (fewer draws from the generator), so the table is pooled only
+    when that removes a group: two or more ungated groups besides the reference.
+    """
+    keep = ctx.gated.copy()
+    if ctx.reference is not None:
+        keep[ctx.reference] = True
+    if len(keep) - int(keep.sum()) < 2:
+        return cells, ctx
+    kept = np.flatnonzero(keep)
+    pooled = np.concatenate([cells[kept], cells[~keep].sum(axis=0, keepdims=True)])
+    reference = None if ctx.reference is None else int(np.searchsorted(kept, ctx.reference))
+    return pooled, replace(ctx, gated=np.append(ctx.gated[kept], False), reference=reference)
 
 
 def compute_values(
@@ -231,16 +329,30 @@ def _with_intervals(
     gc: GroupingCounts, items: list[tuple[MetricKey, Metric, Context, dict[str, object]]],
     stream: str, settings: Settings,
 ) -> Iterable[tuple[MetricKey, MetricValue]]:
-    """Paired percentile intervals of every metric on one table, from chunks of copies."""
+    """Paired percentile intervals of every metric on one table, from chunks of copies.
+
+    Copies are drawn from the pooled table (:func:`pool_ungated`); every metric on a table
+    has the same gated groups and reference, so one pooled table serves them all.
+    """
     rng = rng_for(settings.seed, stream)
+    cells, pooled = pool_ungated(gc.cells, items[0][2])
+    contexts = {key: replace(ctx, gated=pooled.gated, reference=pooled.reference)
+                for key, _, ctx, _ in items}
     parts: dict[MetricKey, tuple[list[np.ndarray], list[np.ndarray]]] = {
         key: ([], []) for key, _, _, _ in items}
-    for start in range(0, settings.resamples, CHUNK):
-        boot = resample_cells(gc.cells, min(CHUNK, settings.resamples - start), rng)
-        boot_t, boot_s = GroupingCounts.teacher(boot), GroupingCounts.student(boot)
-        for key, metric, ctx, _ in items:
-            parts[key][0].append(metric.compute(boot_t, ctx))
-            parts[key][1].append(metric.compute(boot_s, ctx))
+    chunk = max(1, min(CHUNK, CHUNK_CELLS // max(cells.size, 1)))
+    for start in range(0, settings.resamples, chunk):
+        boot = resample_cells(cells, min(chunk, settings.resamples - start), rng)
+        # float64 once here, not in every rate of every metric
+        boot_t = GroupingCounts.teacher(boot).astype(np.float64)
+        boot_s = GroupingCounts.student(boot).astype(np.float64)
+        del boot
+        # metrics over the whole audit set read only its sums: one group, summed once
+        whole_t, whole_s = boot_t.sum(axis=-3, keepdims=True), boot_s.sum(axis=-3, keepdims=True)
+        for key, metric, _, _ in items:
+            whole = metric.scope == "overall" and metric.derived is None
+            parts[key][0].append(metric.compute(whole_t if whole else boot_t, contexts[key]))
+            parts[key][1].append(metric.compute(whole_s if whole else boot_s, contexts[key]))
     conf = settings.confidence
     for key, _, _, value in items:
         bt, bs = np.concatenate(parts[key][0]), np.concatenate(parts[key][1])

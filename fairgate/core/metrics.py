@@ -186,7 +186,8 @@ def _worst_vs_reference(per_group: Array, ctx: Context, distance: Callable[[Arra
     """
     if ctx.reference is None or not ctx.gated[ctx.reference]:  # a tiny reference decides nothing
         return np.full(per_group.shape[:-1], np.nan)
-    others = np.array([i for i in ctx.gated_index if i != ctx.reference], dtype=np.intp)
+    gated = ctx.gated_index
+    others = gated[gated != ctx.reference]
     if others.size == 0:
         return np.full(per_group.shape[:-1], np.nan)
     vals = per_group[..., others]
@@ -272,7 +273,7 @@ def significant_accuracy_changes(cells: Array, ctx: Context, direction: int) -> 
     on the discordant rows, so it is a property of the teacher–student pair. Point counts
     ``cells[G, 2, 2, 2]`` only: a count of significant tests has no bootstrap interval.
     """
-    from fairgate.core.stats import holm, mcnemar_exact
+    from fairgate.core.stats import holm, mcnemar_exact_many
 
     idx = ctx.gated_index
     if idx.size == 0:
@@ -282,7 +283,7 @@ def significant_accuracy_changes(cells: Array, ctx: Context, direction: int) -> 
         raise ValueError("significant_accuracy_changes takes point counts [G, 2, 2, 2]")
     worse = c[:, 0, 0, 1] + c[:, 1, 1, 0]  # teacher right, student wrong
     better = c[:, 0, 1, 0] + c[:, 1, 0, 1]
-    p = holm([mcnemar_exact(int(w), int(b)) for w, b in zip(worse, better, strict=True)])
+    p = holm(mcnemar_exact_many(worse, better).tolist())
     hits = [
         pv < ctx.level and (direction == 0 or np.sign(b - w) == direction)
         for pv, w, b in zip(p, worse, better, strict=True)

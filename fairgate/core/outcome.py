@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fairgate.core.counts import Grouping
-from fairgate.core.evaluate import GroupRow, MetricValue
+from fairgate.core.evaluate import GroupRow, MetricValue, Unlisted
 from fairgate.core.gate import Decision
 from fairgate.policy import LoadedPolicy
 
@@ -27,7 +27,12 @@ class GateReport:
     individual: dict[str, Any] | None = None  # sample details behind the individual metrics
     classwise: dict[str, Any] | None = None  # multi-class: per-class tests, disagreement
     scores: dict[str, Any] | None = None  # the row sample behind the score metrics, per group
+    unlisted: tuple[Unlisted, ...] = ()  # ungated groups that ``groups`` leaves out, per grouping
 
     @property
     def verdict(self) -> str:
         return self.decision.verdict.value
+
+    def unlisted_groups(self, grouping: Grouping) -> int:
+        """Groups of ``grouping`` that ``groups`` leaves out (all below min_group_size)."""
+        return sum(u.groups for u in self.unlisted if u.grouping == grouping)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fairgate.core.counts import CountAccumulator, Grouping, GroupingCounts
+from fairgate.core.counts import MAX_GROUPS, CountAccumulator, Grouping, GroupingCounts
 from fairgate.core.individual import RowSampler, SampledRows
 from fairgate.core.multiclass import (
     ClassError,
@@ -80,14 +80,16 @@ def count_audit(
     sampler: RowSampler | None = None,
     spurious: SpuriousCut | None = None,
     score_sampler: RowSampler | None = None,
+    max_groups: int | None = MAX_GROUPS,
 ) -> CountResult:
     """Joint counts of every grouping over the whole audit set, in one pass.
 
     With a ``sampler``, the same pass keeps a bounded, deterministic sample of rows with
     both models' scores and decisions, for the individual-fairness measures; with a
-    ``score_sampler``, one with the label and both scores, for the score metrics.
+    ``score_sampler``, one with the label and both scores, for the score metrics. A
+    grouping with more than ``max_groups`` groups ends the pass (DataError).
     """
-    acc = CountAccumulator(groupings)
+    acc = CountAccumulator(groupings, max_groups, audit.path)
     others: set[str] = set()
     positives = 0
     offset = 0
@@ -185,13 +187,14 @@ def count_multiclass(
     teacher: Predictor,
     student: Predictor,
     reference: Predictor | None = None,
+    max_groups: int | None = MAX_GROUPS,
 ) -> CountResult:
     """Top-1, per-class and one-vs-rest joint tables and sparse disagreement, in one pass."""
     classes = plan.classes
-    top1 = CountAccumulator(plan.top1)
+    top1 = CountAccumulator(plan.top1, max_groups, audit.path)
     # positive classes are in the index already (run.multiclass_plan registers them)
     ovr = {_index_of(classes, c): CountAccumulator([Grouping(g.attributes, positive=c)
-                                                    for g in plan.base])
+                                                    for g in plan.base], max_groups, audit.path)
            for c in plan.positives}
     ref = CountAccumulator([plan.classes_grouping]) if reference is not None else None
     pairs = {("teacher", "student"): PairCounter()}

@@ -35,12 +35,13 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fairgate.core.counts import Grouping
-from fairgate.core.evaluate import MetricKey, MetricValue
+from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
 from fairgate.policy import LoadedPolicy
 from fairgate.report import safe
 from fairgate.report.json import num as json_number
+from fairgate.report.markdown import by_evidence
 from fairgate.report.safe import mlflow_key_part as key_part
 from fairgate.report.terminal import model_reading, model_readings
 
@@ -208,7 +209,7 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
                     p = f"{part}_{side}"
                     put(getattr(interval, side), (p, name, where),
                         (p, name_part, grouping(k.grouping)), (p, k.metric, k.alpha, attrs))
-    for g in report.groups:
+    for g in logged_groups(report):
         attrs = _ident(g.grouping)
         base = ("group", g.grouping.name, "|".join(g.group))
         label = segment(attrs, g.group, "_x_".join(key_part(x) for x in g.group))
@@ -221,6 +222,44 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
             put(value, (*base, name), (*at, name), ("group", attrs, g.group, name))
     origins = {k: o for k, o in key.originals.items() if k in metrics}
     return RunRecord(metrics, _params(report), _tags(report, env), origins)
+
+
+#: Groups whose rates are logged as metrics, per grouping (26 metrics a group; MLflow takes
+#: 1,000 a request): a grouping of 100,000 groups would otherwise log 2.6 million metrics.
+#: report.json, an artifact of the run, lists every gated group.
+MAX_GROUPS_LOGGED = 100
+
+
+def _by_grouping(report: GateReport) -> dict[Grouping, list[GroupRow]]:
+    out: dict[Grouping, list[GroupRow]] = {}
+    for g in report.groups:
+        out.setdefault(g.grouping, []).append(g)
+    return out
+
+
+def logged_groups(report: GateReport) -> list[GroupRow]:
+    """The groups whose rates are logged: per grouping, all of them up to MAX_GROUPS_LOGGED,
+    else the reference, then the strongest evidence of an accuracy change, then the largest
+    (the order the summaries show them in), kept in report order."""
+    out = []
+    for rows in _by_grouping(report).values():
+        chosen = {id(g) for g in by_evidence(rows)[:MAX_GROUPS_LOGGED]}
+        out += [g for g in rows if id(g) in chosen]
+    return out
+
+
+def groups_logged_tag(report: GateReport) -> str | None:
+    """Says which groupings' group metrics are cut, and how much (None when none is)."""
+    cut = []
+    for grouping, rows in _by_grouping(report).items():
+        total = len(rows) + report.unlisted_groups(grouping)
+        if total > MAX_GROUPS_LOGGED:
+            cut.append(f"{grouping.name}: {MAX_GROUPS_LOGGED} of {total:,}")
+    if not cut:
+        return None
+    return (f"group metrics of at most {MAX_GROUPS_LOGGED} groups per grouping (the reference, "
+            "smallest McNemar p, then the largest; report.json lists every gated group): "
+            + "; ".join(cut))
 
 
 def _flat(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -320,6 +359,9 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
                 parts=("fairgate.status", key_part(r.check.id),
                        grouping_part(*attrs or (None,))))
         tags[k] = r.status.value
+    cut = groups_logged_tag(report)
+    if cut is not None:
+        tags["fairgate.groups_logged"] = cut
     tags.update(ci_tags(env))
     out = {k: safe.mlflow_value(v, MAX_TAG_VALUE) for k, v in tags.items()}
     out["mlflow.note.content"] = safe.clip(note(report), MAX_TAG_VALUE, short=True)  # Markdown

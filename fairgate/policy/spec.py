@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fairgate.core.counts import value_label
+from fairgate.core.counts import MAX_GROUPS, value_label
 from fairgate.core.metrics import CATALOGUE, TOP1_METRICS, Metric, suggest
 from fairgate.errors import PolicyError
 from fairgate.policy.loader import Path_, _dotted, _line_for, parse_yaml, read_policy
@@ -41,6 +41,9 @@ class AuditSpec(_Strict):
         description="Privileged group per attribute for reference metrics; default: largest.",
     )
     min_group_size: int = Field(30, ge=1, description="Smaller groups are reported, not gated.")
+    max_groups: int = Field(
+        MAX_GROUPS, ge=1, description="Most distinct groups a grouping (an attribute or an "
+        "intersection) may have; more is an input error (exit 3): bin the column.")
     spurious: SpuriousSpec | None = Field(
         None, description="A spurious attribute and the label value it goes with, for "
         "spurious_gap and bias_conflicting_accuracy.")

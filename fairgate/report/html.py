@@ -374,9 +374,13 @@ def _grouping(report: GateReport, grouping: Grouping) -> str:
     rows = [g for g in report.groups if g.grouping == grouping]
     drawn = rows if len(rows) <= CHART_GROUPS else by_evidence(rows)[:CHART_GROUPS]
     listed = rows if len(rows) <= TABLE_GROUPS else by_evidence(rows)[:TABLE_GROUPS]
+    unlisted = report.unlisted_groups(grouping)
     out = [f'<div class="grouping" data-grouping="{_e(grouping.name)}">'
-           f"<h3>{_e(grouping.name)} <span class=note>{len(rows):,} groups, "
+           f"<h3>{_e(grouping.name)} <span class=note>{len(rows) + unlisted:,} groups, "
            f"{sum(g.gated for g in rows):,} gated</span></h3>"]
+    if unlisted:
+        out.append(f"<p class=note>{unlisted:,} groups below min_group_size are not listed "
+                   "(report.json counts them in groups_unlisted).</p>")
     if len(drawn) < len(rows):
         out.append(f"<p class=note>Chart shows {len(drawn)} of {len(rows):,} groups: the "
                    "reference, then those whose accuracy changed most (smallest McNemar p), "

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from fairgate.core.counts import Grouping
-from fairgate.core.evaluate import GroupRow, MetricValue
+from fairgate.core.evaluate import LISTED_UNGATED, GroupRow, MetricValue, Unlisted
 from fairgate.core.gate import CheckResult
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
@@ -131,6 +131,14 @@ def group_dict(g: GroupRow) -> dict[str, Any]:
     }
 
 
+def unlisted_dict(u: Unlisted) -> dict[str, Any]:
+    """Groups that ``groups`` leaves out of one grouping (see evaluate.LISTED_UNGATED)."""
+    return {"grouping": list(u.grouping.attributes), **grouping_dict(u.grouping),
+            "groups": u.groups, "rows": u.rows, "largest": u.largest,
+            "reason": f"below min_group_size, so not gated: every gated group, the reference "
+                      f"and the {LISTED_UNGATED:,} largest other groups are listed"}
+
+
 def to_dict(report: GateReport) -> dict[str, Any]:
     decision = report.decision
     counts: dict[str, int] = {}
@@ -146,6 +154,7 @@ def to_dict(report: GateReport) -> dict[str, Any]:
         "results": [result_dict(r) for r in decision.results],
         "kpis": [value_dict(v) for v in report.kpis],
         "groups": [group_dict(g) for g in report.groups],
+        "groups_unlisted": [unlisted_dict(u) for u in report.unlisted],
         "groupings": [list(g.attributes) for g in report.groupings
                       if g.positive is None and not g.derived],
         "tables": [{"name": g.name, "grouping": list(g.attributes), **grouping_dict(g)}

@@ -227,13 +227,16 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
         rows = [g for g in report.groups if g.grouping == grouping]
         shown = rows if limit is None or len(rows) <= limit else by_evidence(rows)[:limit]
         gated = sum(g.gated for g in rows)
+        total = len(rows) + report.unlisted_groups(grouping)
         note = " · behind a check that did not pass" if grouping in behind else ""
-        lines += ["<details>", f"<summary><b>{safe.html(grouping.name, LABEL_CHARS)}</b>: {len(rows)} groups "
+        lines += ["<details>", f"<summary><b>{safe.html(grouping.name, LABEL_CHARS)}</b>: {total} "
+                  f"groups "
                   f"({gated} gated){note}</summary>", ""]
-        if len(shown) < len(rows):
-            lines += [f"*Showing {len(shown)} of {len(rows)} groups (summary size limit): the "
+        if len(shown) < total:
+            lines += [f"*Showing {len(shown)} of {total} groups (summary size limit): the "
                       "reference, then those whose accuracy changed most (smallest McNemar p), "
-                      "then the largest. Every group is in report.json and report.html.*", ""]
+                      "then the largest. Every gated group is in report.json and report.html.*",
+                      ""]
         if shown and rows[0].top1:
             lines += _top1_rows(shown, alpha)
         elif shown:

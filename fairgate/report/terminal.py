@@ -148,9 +148,10 @@ class TerminalReporter:
                           key=lambda g: (not g.gated, -g.n))
             lines += ["", f"Groups of {_t(shown)} (teacher → student):"]
             lines += ["  " + x for x in _group_table(members[:MAX_GROUPS])]
-            if len(members) > MAX_GROUPS:
-                lines.append(f"  … and {len(members) - MAX_GROUPS} smaller groups (report.json "
-                             "has them all)")
+            more = len(members) - MAX_GROUPS + report.unlisted_groups(shown)
+            if more > 0:
+                lines.append(f"  … and {more} smaller groups (report.json lists every gated "
+                             "group)")
         if report.classwise and any(r.key.metric.startswith("classes_") for r in problems):
             lines += _changed_classes(report.classwise)
         if self.out_dir is not None:
