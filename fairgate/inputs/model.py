@@ -447,14 +447,9 @@ class ColumnPredictor:
 
     def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
         col = batch.column(self.column)
-        if col.null_count:
-            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(
-                f"{self.role} scores column {self.column!r} has {col.null_count} missing "
-                f"value(s), first at row {offset + first}"
-            )
+        require_values(col, f"{self.role} scores column {self.column!r}", offset)
         arr = col.to_numpy(zero_copy_only=False)
-        bad = ~((arr >= 0) & (arr <= 1))  # NaN too
+        bad = ~((arr >= 0) & (arr <= 1))
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise DataError(
