@@ -33,6 +33,7 @@ import yaml
 
 from fairgate.errors import PolicyError
 from fairgate.inputs.files import read_regular_file
+from fairgate.report.safe import visible
 
 Path_ = tuple[str | int, ...]
 
@@ -252,9 +253,11 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[Path_, int]]:
 
 
 def _dotted(path: Path_) -> str:
+    """``checks[0].metric``; keys are policy text, so control characters are shown escaped
+    (a key of ``\x1e`` would otherwise split the message's lines)."""
     out = ""
     for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        out += f"[{p}]" if isinstance(p, int) else (f".{visible(p)}" if out else visible(p))
     return out or "(top level)"
 
 

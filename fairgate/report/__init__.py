@@ -11,10 +11,12 @@ import itertools
 import os
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
+
+if TYPE_CHECKING:  # report.safe is used by the policy loader, which core.outcome imports
+    from fairgate.core.outcome import GateReport
 
 
 class Reporter(Protocol):
