@@ -651,3 +651,20 @@ def test_what_was_read_and_the_warnings_are_in_every_report(rows, tmp_path, run_
     tags = collect(report, {}).tags
     assert tags["fairgate.student.read_as"] == reading
     assert tags["fairgate.warnings"].startswith(warning)
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("/dev/zero", "not a regular file (a character device), expected a text file of column names"),
+    ("big.txt", "larger than 1,024 KiB, the limit for a features file"),
+    ("missing.txt", "features file not found"),
+])
+def test_a_hostile_features_file_is_refused(tmp_path, run_cli, write_policy, target,
+                                            message) -> None:
+    (tmp_path / "big.txt").write_text("x0\n" * 400_000)
+    text = policy_text("y01", "1").replace("model: {features: [x0, x1]}",
+                                           f"model: {{features_file: {target}}}")
+    r = run_cli("policy", "validate", write_policy(text))
+    assert r.exit_code == 2
+    where = Path(target) if target.startswith("/") else tmp_path / target
+    assert r.stderr.strip() == (f"fairgate: error: {tmp_path / 'policy.yaml'}:3: "
+                                f"model.features_file: {where}: {message}")
