@@ -228,6 +228,16 @@ FAIRLEARN_NAMED: dict[str, tuple[Callable[..., float], tuple[str, ...], dict[str
 }
 
 
+#: fairlearn's named metrics that fairgate offers with method="to_overall" too.
+TO_OVERALL_NAMED = frozenset(f"{n}_to_overall" for n in (
+    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
+    "equalized_odds_ratio", "equal_opportunity_difference", "equal_opportunity_ratio"))
+
+
+def _overall_rate(y: np.ndarray, p: np.ndarray, w: np.ndarray | None, rate: str) -> float:
+    return float(FAIRLEARN_RATES[rate](y, p, sample_weight=w))
+
+
 def fairlearn_oracle(v: View, names: Sequence[str] | None = None, collapse: bool = True
                      ) -> dict[str, float]:
     """fairlearn's value of each metric it has, over the gated groups only.
@@ -242,27 +252,38 @@ def fairlearn_oracle(v: View, names: Sequence[str] | None = None, collapse: bool
     y, p, sf, w = _fairlearn_rows(v, collapse)
     out: dict[str, float] = {}
     wanted = set(names) if names is not None else None
+    forms = ("difference", "ratio", "difference_to_overall", "ratio_to_overall")
     rates = [r for r in FAIRLEARN_RATES
-             if wanted is None or {f"{r}_difference", f"{r}_ratio"} & wanted]
+             if wanted is None or {f"{r}_{f}" for f in forms} & wanted]
     if rates and not few:
         params = {r: {"sample_weight": w} for r in rates} if w is not None else None
         mf = fm.MetricFrame(metrics={r: FAIRLEARN_RATES[r] for r in rates}, y_true=y, y_pred=p,
                             sensitive_features=sf, sample_params=params)
         diff, ratio = mf.difference(), mf.ratio()
+        diff_all, ratio_all = mf.difference(method="to_overall"), mf.ratio(method="to_overall")
     for r in rates:
         bad = few or undefined[r]
         out[f"{r}_difference"] = NAN if bad else float(diff[r])
         out[f"{r}_ratio"] = NAN if bad else float(ratio[r])
+        # to_overall: a ratio with an overall rate of 0 is 0/0 for every group (undefined)
+        overall_zero = not bad and float(mf.overall[r]) == 0
+        out[f"{r}_difference_to_overall"] = NAN if bad else float(diff_all[r])
+        out[f"{r}_ratio_to_overall"] = NAN if bad or overall_zero else float(ratio_all[r])
     # fairlearn has no precision/FDR/FOR difference function: MetricFrame's between_groups
     for name, rate in (("predictive_parity", "precision"), ("fdr_parity", "fdr"),
                        ("for_parity", "for")):
         if f"{rate}_difference" in out:
             out[name] = out[f"{rate}_difference"]
     for name, (fn, needs, kw) in FAIRLEARN_NAMED.items():
-        if wanted is not None and name not in wanted:
-            continue
-        bad = few or any(undefined[r] for r in needs)
-        out[name] = NAN if bad else float(fn(y, p, sensitive_features=sf, sample_weight=w, **kw))
+        for suffix, method in (("", "between_groups"), ("_to_overall", "to_overall")):
+            if (wanted is not None and name + suffix not in wanted) or (
+                    suffix and name + suffix not in TO_OVERALL_NAMED):
+                continue
+            bad = few or any(undefined[r] for r in needs)
+            if not bad and suffix and "ratio" in name:
+                bad = any(_overall_rate(y, p, w, r) == 0 for r in needs)
+            out[name + suffix] = NAN if bad else float(
+                fn(y, p, sensitive_features=sf, sample_weight=w, method=method, **kw))
     if wanted is None or "worst_group_accuracy" in wanted:
         out["worst_group_accuracy"] = NAN if not v.gated else float(
             fm.accuracy_score_group_min(y, p, sensitive_features=sf, sample_weight=w))
@@ -278,7 +299,8 @@ def aif360_oracle(v: View, alphas: Sequence[float]) -> dict[str, float]:
     gated, so nothing is measured against it: undefined (fail closed).
     """
     names = ("statistical_parity_difference", "disparate_impact", "average_odds_difference",
-             "average_abs_odds_difference")
+             "average_abs_odds_difference",
+             *(f"{r}_reference_{form}" for r in REFERENCE_RATES for form in ("difference", "ratio")))
     per = v.rates
     others = [g for g in v.gated if g != v.reference]
     out: dict[str, float] = {}
@@ -296,11 +318,17 @@ def aif360_oracle(v: View, alphas: Sequence[float]) -> dict[str, float]:
             d_fpr, d_tpr = r["fpr"] - ref["fpr"], r["tpr"] - ref["tpr"]
             values["average_odds_difference"].append(0.5 * (d_fpr + d_tpr))
             values["average_abs_odds_difference"].append(0.5 * (abs(d_fpr) + abs(d_tpr)))
+            # AIF360 ClassificationMetric.difference(metric) and ratio(metric): unprivileged
+            # minus (over) privileged, per unprivileged group
+            for rate in REFERENCE_RATES:
+                values[f"{rate}_reference_difference"].append(r[rate] - ref[rate])
+                values[f"{rate}_reference_ratio"].append(
+                    NAN if ref[rate] == 0 or math.isnan(ref[rate]) else r[rate] / ref[rate])
         for name, vals in values.items():
             if any(math.isnan(x) for x in vals):
                 out[name] = NAN
-            elif name == "disparate_impact":
-                out[name] = max(vals, key=lambda x: math.inf if x == 0 else abs(math.log(x)))
+            elif name == "disparate_impact" or name.endswith("_ratio"):
+                out[name] = worst_ratio(vals)
             else:
                 out[name] = max(vals, key=abs)
     keep = v.keep
@@ -311,6 +339,49 @@ def aif360_oracle(v: View, alphas: Sequence[float]) -> dict[str, float]:
         out[f"between_group_generalized_entropy_index@{a:g}"] = (
             NAN if few else between_group_ge(v.y[keep], v.p[keep], v.labels[keep], a))
     return out
+
+
+#: The rates with a reference difference and ratio in the catalogue (selection rate's are
+#: statistical_parity_difference and disparate_impact).
+REFERENCE_RATES = ("tpr", "fnr", "fpr", "tnr", "precision", "fdr", "npv", "for", "accuracy",
+                   "error_rate")
+
+
+def worst_ratio(vals: Sequence[float]) -> float:
+    """The ratio farthest from 1 by |log| (0 is farthest of all); the first on ties."""
+    return max(vals, key=lambda x: math.inf if x == 0 else abs(math.log(x)))
+
+
+def aequitas_disparities(y: np.ndarray, p: np.ndarray, labels: np.ndarray, reference: str
+                         ) -> pd.DataFrame:
+    """Aequitas' per-group disparities (``<metric>_disparity``) and parity verdicts at its
+    default tau 0.8, every group of the grouping (Aequitas' ppr counts them all)."""
+    from aequitas.bias import Bias
+    from aequitas.fairness import Fairness
+    from aequitas.group import Group
+
+    df = pd.DataFrame({"score": p.astype(int), "label_value": y.astype(int),
+                       "attr": labels.astype(str)})
+    xtab, _ = Group().get_crosstabs(df, attr_cols=["attr"])
+    bdf = Bias().get_disparity_predefined_groups(xtab, original_df=df,
+                                                 ref_groups_dict={"attr": reference})
+    fdf = Fairness().get_group_value_fairness(bdf, tau=0.8)
+    return fdf.set_index("attribute_value")
+
+
+def aequitas_oracle(v: View) -> dict[str, float]:
+    """ppr_reference_ratio from Aequitas' ppr_disparity, the gated group farthest from 1.
+
+    Aequitas fills a division by zero with 10.0; there the oracle expects NaN (undefined)."""
+    others = [g for g in v.gated if g != v.reference]
+    if v.reference not in v.gated or not others:
+        return {"ppr_reference_ratio": NAN}
+    table = aequitas_disparities(v.y, v.p, v.labels, v.reference)
+    pp_ref = int(np.count_nonzero(v.p & (v.labels == v.reference)))
+    if pp_ref == 0:
+        return {"ppr_reference_ratio": NAN}
+    return {"ppr_reference_ratio": worst_ratio([float(table.loc[g, "ppr_disparity"])
+                                                for g in others])}
 
 
 def holm(p: Sequence[float]) -> np.ndarray:

@@ -86,6 +86,7 @@ def adult() -> Adult:
 
 
 _ORACLE_CACHE: dict[tuple[str, str, tuple[str, ...]], dict[str, float]] = {}
+_AEQUITAS_CACHE: dict[tuple[str, str, tuple[str, ...], str], dict[str, float]] = {}
 
 
 def oracle(adult: Adult, setting: oracles.Setting, role: str) -> dict[str, float]:
@@ -100,7 +101,11 @@ def oracle(adult: Adult, setting: oracles.Setting, role: str) -> dict[str, float
         cache_key = (role, "*".join(attrs), v.gated)
         if cache_key not in _ORACLE_CACHE:
             _ORACLE_CACHE[cache_key] = oracles.fairlearn_oracle(v)
+        aequitas_key = (role, "*".join(attrs), v.gated, v.reference)
+        if aequitas_key not in _AEQUITAS_CACHE:
+            _AEQUITAS_CACHE[aequitas_key] = oracles.aequitas_oracle(v)
         values = {**_ORACLE_CACHE[cache_key], **oracles.aif360_oracle(v, ALPHAS),
+                  **_AEQUITAS_CACHE[aequitas_key],
                   **oracles.paired_oracle(v, adult.teacher, p, LEVEL)}
         for name, value in values.items():
             out[f"{name}[{'*'.join(attrs)}]"] = value
@@ -555,3 +560,49 @@ def test_counts_in_batches_match_pandas_with_missing_values() -> None:
         assert int(gc.cells.sum()) == n
     assert ("z",) in counts[Grouping(("a",))].groups
     assert ("(missing)",) in counts[Grouping(("b",))].groups
+
+
+# ----------------------------------------------------------------------------- Aequitas, per group
+
+#: fairgate's reference ratio -> (Aequitas disparity column, Aequitas parity column)
+AEQUITAS = {
+    "ppr_reference_ratio": ("ppr_disparity", "Statistical Parity"),
+    "disparate_impact": ("pprev_disparity", "Impact Parity"),
+    **{f"{r}_reference_ratio": (f"{r}_disparity", f"{r.upper()} Parity")
+       for r in ("fdr", "fpr", "for", "fnr", "tpr", "tnr", "npv")},
+    "precision_reference_ratio": ("precision_disparity", "Precision Parity"),
+}
+
+
+@pytest.mark.parametrize("attrs", [("race",), ("sex", "race")])
+def test_per_group_disparities_and_tau_band_match_aequitas(adult: Adult, attrs: tuple[str, ...]
+                                                           ) -> None:
+    """Every gated group's ratio to the reference equals Aequitas' disparity on the same
+    predictions, and a check with min: 0.8, max: 1.25 says of each group what Aequitas'
+    parity verdict at its default tau 0.8 says."""
+    from fairgate.core.gate import evaluate_check
+    from fairgate.policy import Check
+    from fairgate.report.json import per_group_dicts
+
+    setting = oracles.Setting("aequitas", 100, {"sex": "Male", "race": "White"})
+    grouping = Grouping(attrs)
+    counts = count_in_batches(adult, [grouping])
+    settings = Settings(setting.min_group_size, dict(setting.reference_groups), CONFIDENCE, 0, 0)
+    keys = [MetricKey(name, grouping) for name in AEQUITAS]
+    values = compute_values(keys, counts, settings)
+    v = oracles.view(adult.y, adult.student, adult.frame, attrs, setting)
+    table = oracles.aequitas_disparities(v.y, v.p, v.labels, v.reference)
+    compared = 0
+    for key in keys:
+        disparity, parity = AEQUITAS[key.metric]
+        check = Check.model_validate({"id": "band", "metric": key.metric, "min": 0.8,
+                                      "max": 1.25})
+        result = evaluate_check(check, values[key], "estimate", 0.99)
+        rows = per_group_dicts(result)
+        assert [r["group"] for r in rows] == [g for g in v.gated if g != v.reference]
+        for row in rows:
+            want = float(table.loc[row["group"], disparity])
+            assert row["student"] == pytest.approx(want, rel=1e-9), (key.metric, row)
+            assert row["within"] is bool(table.loc[row["group"], parity]), (key.metric, row)
+            compared += 1
+    assert compared >= 40

@@ -355,7 +355,7 @@ def test_paired_delta_of_identical_models_is_exactly_zero(adult: dict) -> None:
     got = values(same, all_keys([SEX, RACE, CROSS]), resamples=40)
     for v in got.values():
         assert v.teacher_interval is not None and v.teacher_interval == v.student_interval
-        assert v.delta_interval == Interval(0.0, 0.0, v.teacher_interval.defined)
+        assert v.delta_interval == Interval(0.0, 0.0, v.teacher_interval.defined, 0.0)
 
 
 def test_intervals_contain_the_estimate_and_have_the_right_width(adult: dict) -> None:

@@ -261,7 +261,7 @@ def _coverage(p: np.ndarray, audits: int, rows: int, resamples: int, seed: int
     for i, draw in enumerate(draws):
         counts = {G: GroupingCounts(G, groups, draw.reshape(p.shape))}
         settings = Settings(min_group_size=30, reference_groups={}, confidence=0.95,
-                            resamples=resamples, seed=seed * 100_000 + i)
+                            resamples=resamples, seed=seed * 100_000 + i, interval="percentile")
         values = compute_values(keys, counts, settings)
         for key in keys:
             iv = values[key].delta_interval
@@ -278,7 +278,9 @@ SEPARATED = _population(
 )
 
 
-def test_interval_of_the_change_covers_the_truth() -> None:
+def test_percentile_interval_of_the_change_covers_the_truth() -> None:
+    """statistics.interval: percentile (fairgate before issue 11) where it is valid: groups
+    clearly apart. Ties and small groups: tests/test_coverage.py."""
     truth = _truth(SEPARATED)
     assert all(abs(v) > 0.005 for v in truth.values())  # the student really changes
     cov = _coverage(SEPARATED, audits=1000, rows=4000, resamples=1000, seed=1)

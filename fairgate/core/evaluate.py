@@ -7,12 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import numpy as np
 
 from fairgate.core.counts import Grouping, GroupingCounts
 from fairgate.core.individual import Estimate, Paired
-from fairgate.core.metrics import CATALOGUE, GROUP_RATES, Context, Metric, explain_undefined, rate
+from fairgate.core.intervals import SHAPES, Layout, Plan, rate_columns
+from fairgate.core.metrics import (
+    CATALOGUE,
+    GROUP_RATES,
+    Context,
+    Metric,
+    explain_undefined,
+    rate,
+    reference_difference,
+    reference_ratio,
+)
 from fairgate.core.stats import (
     Interval,
     holm,
@@ -53,6 +64,9 @@ class MetricValue:
     student_interval: Interval | None = None
     delta_interval: Interval | None = None
     relative_interval: Interval | None = None
+    # reference-group metrics: (group, teacher, student) of every gated group but the
+    # reference, for the per-group verdicts (Aequitas' tau band) reports show
+    per_group: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def reason(self) -> str | None:
@@ -86,6 +100,9 @@ class GroupRow:
     mcnemar_p: float
     mcnemar_p_holm: float | None  # over the gated groups of the grouping
     top1: bool = False  # a multi-class top-1 table: counts are correct/wrong, rates accuracy only
+    # the joint cells (y, ŷ teacher, ŷ student) in that order, 000 … 111: what `fairgate plan`
+    # reads from a report to size the next audit
+    joint: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,9 @@ class Settings:
     # tables of derived metrics (Metric.derived): "classes", "reference", "alignment"
     derived: Mapping[str, GroupingCounts] = field(default_factory=dict)
     multiclass: bool = False  # groupings without a positive class are top-1 correctness
+    # "uniform": max/min-type metrics get intervals that hold at ties (core/intervals.py);
+    # "percentile": every metric the percentile interval of its copies (before issue 11)
+    interval: Literal["uniform", "percentile"] = "uniform"
 
 
 def _cells_dict(conf: np.ndarray, top1: bool = False) -> dict[str, int]:
@@ -144,6 +164,27 @@ def context_for(counts: GroupingCounts, settings: Settings, alpha: float | None 
                    level=1.0 - settings.confidence)
 
 
+#: Reference-group metrics and the per-group value behind each: (rate, difference | ratio).
+PER_GROUP: dict[str, tuple[str, str]] = {
+    "statistical_parity_difference": ("selection_rate", "difference"),
+    "disparate_impact": ("selection_rate", "ratio"),
+    "ppr_reference_ratio": ("ppr", "ratio"),
+    **{f"{r}_reference_{form}": (r, form) for r in GROUP_RATES for form in ("difference", "ratio")},
+}
+
+
+def _per_group(name: str, t_conf: np.ndarray, s_conf: np.ndarray, ctx: Context,
+               labels: list[str]) -> tuple[tuple[str, float, float], ...]:
+    """Each gated group's value against the reference, both models (reference metrics)."""
+    if name not in PER_GROUP or ctx.reference is None or not ctx.gated[ctx.reference]:
+        return ()
+    r, form = PER_GROUP[name]
+    fn = reference_difference if form == "difference" else reference_ratio
+    t, s = fn(t_conf, r, ctx), fn(s_conf, r, ctx)
+    return tuple((labels[i], float(t[i]), float(s[i])) for i in ctx.gated_index.tolist()
+                 if i != ctx.reference)
+
+
 def _point(metric: Metric, conf: np.ndarray, ctx: Context) -> float:
     return float(metric.compute(conf, ctx))
 
@@ -179,6 +220,7 @@ def group_rows(counts: GroupingCounts, ctx: Context, top1: bool = False,
             student_rates={r: float(v[i]) for r, v in s_rates.items()},
             teacher_only_correct=int(t_only[i]), student_only_correct=int(s_only[i]),
             mcnemar_p=float(p[i]), mcnemar_p_holm=adjusted.get(i), top1=top1,
+            joint=tuple(int(x) for x in c[i].reshape(-1)),
         )
         for i in rows
     ]
@@ -314,6 +356,7 @@ def compute_values(
             relative=(s - t) / abs(t) if t != 0 and not np.isnan(t) else np.nan,
             teacher_reason=explain_undefined(metric, t_conf, ctx, labels),
             student_reason=explain_undefined(metric, s_conf, ctx, labels),
+            per_group=_per_group(metric.name, t_conf, s_conf, ctx, labels),
         )
         if settings.resamples > 0:
             pending.setdefault(stream, []).append((key, metric, ctx, value))
@@ -329,17 +372,22 @@ def _with_intervals(
     gc: GroupingCounts, items: list[tuple[MetricKey, Metric, Context, dict[str, object]]],
     stream: str, settings: Settings,
 ) -> Iterable[tuple[MetricKey, MetricValue]]:
-    """Paired percentile intervals of every metric on one table, from chunks of copies.
+    """Paired intervals of every metric on one table, from chunks of copies.
 
     Copies are drawn from the pooled table (:func:`pool_ungated`); every metric on a table
-    has the same gated groups and reference, so one pooled table serves them all.
+    has the same gated groups and reference, so one pooled table serves them all. Smooth
+    metrics get percentile intervals; max/min-type metrics (:data:`SHAPES`) the intervals of
+    :mod:`fairgate.core.intervals`, from the rate columns of the same copies.
     """
     rng = rng_for(settings.seed, stream)
     cells, pooled = pool_ungated(gc.cells, items[0][2])
     contexts = {key: replace(ctx, gated=pooled.gated, reference=pooled.reference)
                 for key, _, ctx, _ in items}
+    layout, plans = _plans(items, cells, contexts, settings)
     parts: dict[MetricKey, tuple[list[np.ndarray], list[np.ndarray]]] = {
         key: ([], []) for key, _, _, _ in items}
+    columns: dict[MetricKey, tuple[list[np.ndarray], list[np.ndarray]]] = {
+        key: ([], []) for key in plans}
     chunk = max(1, min(CHUNK, CHUNK_CELLS // max(cells.size, 1)))
     for start in range(0, settings.resamples, chunk):
         boot = resample_cells(cells, min(chunk, settings.resamples - start), rng)
@@ -353,6 +401,13 @@ def _with_intervals(
             whole = metric.scope == "overall" and metric.derived is None
             parts[key][0].append(metric.compute(whole_t if whole else boot_t, contexts[key]))
             parts[key][1].append(metric.compute(whole_s if whole else boot_s, contexts[key]))
+        if plans:
+            gated = np.asarray(pooled.gated, bool)
+            x_t, x_s = rate_columns(boot_t, layout, gated), rate_columns(boot_s, layout, gated)
+            for key, plan in plans.items():
+                cols = _remap(plan, layout)
+                columns[key][0].append(x_t[:, cols])
+                columns[key][1].append(x_s[:, cols])
     conf = settings.confidence
     for key, _, _, value in items:
         bt, bs = np.concatenate(parts[key][0]), np.concatenate(parts[key][1])
@@ -364,7 +419,69 @@ def _with_intervals(
             delta_interval=percentile_interval(bs - bt, conf),
             relative_interval=percentile_interval(brel, conf),
         )
+        if key in plans:
+            x_t, x_s = (np.concatenate(columns[key][m]) for m in range(2))
+            value.update(_uniform(plans[key], layout, bt, bs, x_t, x_s, value))
         yield key, MetricValue(**value)  # type: ignore[arg-type]
+
+
+def _uniform(plan: Plan, layout: Layout, bt: np.ndarray, bs: np.ndarray, x_t: np.ndarray,
+             x_s: np.ndarray, value: dict[str, object]) -> dict[str, object]:
+    """The intervals of :mod:`fairgate.core.intervals` from the copies' rate columns, over the
+    copies in which the metric is defined (their share travels with the intervals)."""
+    defined = np.isfinite(bt) & np.isfinite(bs)
+    share = float(defined.mean()) if len(defined) else 0.0
+    if not defined.any():
+        return {}
+    res = plan.finish(_scatter(x_t[defined], plan, layout), _scatter(x_s[defined], plan, layout))
+    if res is None:
+        return {}
+    out: dict[str, object] = {
+        "teacher_interval": Interval(*res.teacher, share, res.se[0]),
+        "student_interval": Interval(*res.student, share, res.se[1]),
+        "delta_interval": Interval(*res.delta, share, res.se[2]),
+    }
+    if res.relative is not None:
+        rel = value.get("relative_interval")
+        out["relative_interval"] = Interval(*res.relative, share,
+                                            rel.se if isinstance(rel, Interval) else np.nan)
+    return out
+
+
+def _plans(items: list[tuple[MetricKey, Metric, Context, dict[str, object]]], cells: np.ndarray,
+           contexts: dict[MetricKey, Context], settings: Settings
+           ) -> tuple[Layout, dict[MetricKey, Plan]]:
+    """The rate columns every plan reads, and a plan (plausible pieces, coordinates) per
+    max/min-type metric whose point value is defined."""
+    rates = sorted({r for _, m, _, _ in items if m.name in SHAPES for r in SHAPES[m.name].rates})
+    layout = Layout(tuple(rates), cells.shape[0])
+    out: dict[MetricKey, Plan] = {}
+    if settings.interval != "uniform":
+        return layout, out
+    for key, metric, _, value in items:
+        shape = SHAPES.get(metric.name)
+        if shape is None or metric.paired:
+            continue
+        t, s = value["teacher"], value["student"]
+        if not (np.isfinite(t) and np.isfinite(s)):  # type: ignore[call-overload]
+            continue
+        plan = Plan(shape, cells, contexts[key], settings.confidence, metric.lo, metric.hi, layout)
+        if plan.ok:
+            out[key] = plan
+    return layout, out
+
+
+def _remap(plan: Plan, layout: Layout) -> np.ndarray:
+    """The plan's columns in ``layout`` (the same layout: plans are built with it)."""
+    assert plan.layout == layout
+    return plan.cols
+
+
+def _scatter(x: np.ndarray, plan: Plan, layout: Layout) -> np.ndarray:
+    """Columns ``x[B, len(plan.cols)]`` back into a full ``[B, layout.size]`` array."""
+    out = np.full((x.shape[0], layout.size), np.nan)
+    out[:, plan.cols] = x
+    return out
 
 
 _MISSING = {

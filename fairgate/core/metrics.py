@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -219,6 +219,66 @@ def disparate_impact(conf: Array, ctx: Context) -> Array:
         return _worst_vs_reference(per, ctx, lambda v: np.abs(np.log(v)))
 
 
+def reference_ratio(conf: Array, name: str, ctx: Context) -> Array:
+    """rate(group) / rate(reference) per group (Aequitas' disparity), NaN where the
+    reference's rate is 0 (Aequitas fills 10.0 there)."""
+    r = ppr(conf) if name == "ppr" else rate(conf, name)
+    if ctx.reference is None:
+        return np.full(r.shape, np.nan)
+    return divide(r, r[..., ctx.reference : ctx.reference + 1])
+
+
+def worst_reference_difference(conf: Array, ctx: Context, name: str) -> Array:
+    """The signed difference to the reference of the gated group farthest from it."""
+    return _worst_vs_reference(reference_difference(conf, name, ctx), ctx, np.abs)
+
+
+def worst_reference_ratio(conf: Array, ctx: Context, name: str) -> Array:
+    """The ratio to the reference of the gated group farthest from 1 (by |log|)."""
+    with np.errstate(divide="ignore"):
+        return _worst_vs_reference(reference_ratio(conf, name, ctx), ctx,
+                                   lambda v: np.abs(np.log(v)))
+
+
+def ppr(conf: Array) -> Array:
+    """Aequitas' predicted positive rate: each group's share of all positive predictions
+    (every group of the table); NaN when the model predicts no positive at all."""
+    c = cells(conf)
+    pp = c["tp"] + c["fp"]
+    return divide(pp, np.sum(pp, axis=-1, keepdims=True))
+
+
+def _to_overall(conf: Array, name: str, ctx: Context) -> tuple[Array, Array]:
+    """(rate of each gated group, rate over all gated rows together) (fairlearn's overall,
+    over the rows it is given: the gated groups')."""
+    gated = ctx.gated_index
+    per = rate(conf[..., gated, :, :], name)
+    whole = rate(np.sum(conf[..., gated, :, :], axis=-3), name)
+    return per, whole
+
+
+def difference_to_overall(conf: Array, name: str, ctx: Context) -> Array:
+    """max over gated groups of |rate − rate over all gated rows| (fairlearn to_overall)."""
+    per, whole = _to_overall(conf, name, ctx)
+    if per.shape[-1] < 2:
+        return np.full(per.shape[:-1], np.nan)
+    return np.max(np.abs(per - whole[..., None]), axis=-1)
+
+
+def ratio_to_overall(conf: Array, name: str, ctx: Context) -> Array:
+    """min over gated groups of min(rate / overall, overall / rate) (fairlearn to_overall);
+    undefined when the overall rate is 0 (every ratio 0/0)."""
+    per, whole = _to_overall(conf, name, ctx)
+    if per.shape[-1] < 2:
+        return np.full(per.shape[:-1], np.nan)
+    w = whole[..., None]
+    up, down = divide(per, w), divide(w, per)
+    with np.errstate(invalid="ignore"):
+        lowest = np.where(np.isnan(up) | np.isnan(down) & (per != 0), np.nan,
+                          np.where(per == 0, 0.0, np.minimum(up, down)))
+    return np.where(np.isnan(lowest).any(axis=-1), np.nan, np.min(lowest, axis=-1))
+
+
 def _average_odds(conf: Array, ctx: Context, absolute: bool) -> Array:
     dfpr = reference_difference(conf, "fpr", ctx)
     dtpr = reference_difference(conf, "tpr", ctx)
@@ -319,6 +379,7 @@ class Metric:
     # teacher) or "alignment" (bias-aligned vs bias-conflicting rows)
     derived: Literal["classes", "reference", "alignment"] | None = None
     scored: bool = False  # from per-row scores on a row sample: fairgate/core/scores.py
+    note: str = ""  # where the definition differs on purpose from a peer library's
 
 
 def _bind(fn: Callable[[Array, Context, Any], Array], arg: Any) -> Callable[[Array, Context], Array]:
@@ -410,6 +471,61 @@ def _catalogue() -> dict[str, Metric]:
     ]
     for name, text, fn, rates_, lo, hi in reference:
         out.append(Metric(name, "grouping", text, fn, rates_, lo, hi, uses_reference=True))
+    # every rate against the reference (AIF360's difference()/ratio(), Aequitas' disparities)
+    aliases = {"tpr": "true_positive_rate", "fpr": "false_positive_rate",
+               "fnr": "false_negative_rate", "tnr": "true_negative_rate",
+               "precision": "positive_predictive_value", "fdr": "false_discovery_rate",
+               "for": "false_omission_rate", "npv": "negative_predictive_value",
+               "accuracy": "accuracy", "error_rate": "error_rate"}
+    for r, long in aliases.items():
+        text = f"{RATES[r].formula} ({RATES[r].meaning})"
+        out.append(Metric(f"{r}_reference_difference", "grouping",
+                          f"{text} of a group − of the reference (AIF360 {long}_difference), "
+                          "the gated group farthest from it, signed",
+                          _bind(worst_reference_difference, r), (r,), -1.0, 1.0,
+                          uses_reference=True))
+        out.append(Metric(f"{r}_reference_ratio", "grouping",
+                          f"{text} of a group / of the reference (AIF360 {long}_ratio, Aequitas "
+                          f"{r}_disparity), the gated group farthest from 1 (|log|)",
+                          _bind(worst_reference_ratio, r), (r,), 0.0, inf, uses_reference=True,
+                          note="undefined where the reference's rate is 0 (Aequitas fills 10)"))
+    out.append(Metric("ppr_reference_ratio", "grouping",
+                      "Aequitas ppr_disparity: a group's share of all positive predictions / the "
+                      "reference's, the gated group farthest from 1 (|log|); Aequitas' tau "
+                      "band is min: tau, max: 1/tau on it",
+                      _bind(worst_reference_ratio, "ppr"), ("selection_rate",), 0.0, inf,
+                      uses_reference=True))
+    # fairlearn's method="to_overall": each gated group against all gated rows together
+    overall_note = "overall = the gated groups' rows together (fairlearn: the rows it is given)"
+    for r in RATES:
+        if r == "prevalence":
+            continue
+        text = f"{RATES[r].formula} ({RATES[r].meaning})"
+        out.append(Metric(f"{r}_difference_to_overall", "grouping",
+                          f"max over gated groups of |{r} − {r} overall| (fairlearn "
+                          f"to_overall): {text}", _bind(lambda c, x, n: difference_to_overall(
+                              c, n, x), r), (r,), 0.0, 1.0, note=overall_note))
+        out.append(Metric(f"{r}_ratio_to_overall", "grouping",
+                          f"min over gated groups of min({r} / overall, overall / {r}) "
+                          f"(fairlearn to_overall): {text}", _bind(lambda c, x, n: ratio_to_overall(
+                              c, n, x), r), (r,), 0.0, 1.0, note=overall_note))
+    for name, rates_, fairlearn in (
+        ("demographic_parity", ("selection_rate",), "demographic_parity"),
+        ("equal_opportunity", ("tpr",), "equal_opportunity"),
+        ("equalized_odds", ("tpr", "fpr"), "equalized_odds (agg=worst_case)"),
+    ):
+        out.append(Metric(f"{name}_difference_to_overall", "grouping",
+                          f"fairlearn {fairlearn}_difference(method='to_overall'): the worst of "
+                          f"{', '.join(rates_)} max |group − overall|",
+                          _bind(lambda c, x, rs: np.max(np.stack(
+                              [difference_to_overall(c, q, x) for q in rs]), axis=0), rates_),
+                          rates_, 0.0, 1.0, note=overall_note))
+        out.append(Metric(f"{name}_ratio_to_overall", "grouping",
+                          f"fairlearn {fairlearn}_ratio(method='to_overall'): the worst of "
+                          f"{', '.join(rates_)} min ratio to overall",
+                          _bind(lambda c, x, rs: np.min(np.stack(
+                              [ratio_to_overall(c, q, x) for q in rs]), axis=0), rates_),
+                          rates_, 0.0, 1.0, note=overall_note))
     for name, direction, what in (("significant_accuracy_loss_groups", -1, "lost"),
                                   ("significant_accuracy_change_groups", 0, "changed")):
         out.append(Metric(name, "grouping",
@@ -458,6 +574,15 @@ def _catalogue() -> dict[str, Metric]:
         b = by_name[base]
         by_name[name] = Metric(name, "overall", text, b.compute, b.rates, b.lo, b.hi,
                                paired=b.paired, derived=table)  # type: ignore[arg-type]
+    notes = {
+        "knn_consistency": "a row is not its own neighbour (AIF360's consistency() counts it)",
+        "between_group_theil_index": "over the gated groups' rows (AIF360: every group's)",
+        "between_group_generalized_entropy_index": "over the gated groups' rows (AIF360: every "
+                                                   "group's)",
+    }
+    for name, text in notes.items():
+        by_name[name] = replace(by_name[name], note=text)
+
     def from_scores(conf: Array, ctx: Context) -> Array:
         raise TypeError("score metrics are computed from the row sample (fairgate/core/scores.py)")
 

@@ -41,11 +41,13 @@ def resample_cells(cells: np.ndarray, resamples: int, rng: np.random.Generator) 
 
 @dataclass(frozen=True)
 class Interval:
-    """A two-sided interval and the share of resamples in which the value was defined."""
+    """A two-sided interval, the share of resamples in which the value was defined, and
+    the standard error of the estimate (for power: the change detected 80% of the time)."""
 
     lo: float
     hi: float
     defined: float  # share of resamples where the value was defined
+    se: float = math.nan
 
     def as_list(self) -> list[float]:
         return [self.lo, self.hi]
@@ -64,8 +66,9 @@ def percentile_interval(samples: np.ndarray, confidence: float) -> Interval | No
     if not defined.any():
         return None
     tail = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(samples[defined], [tail, 1.0 - tail])
-    return Interval(float(lo), float(hi), share)
+    kept = samples[defined]
+    lo, hi = np.quantile(kept, [tail, 1.0 - tail])
+    return Interval(float(lo), float(hi), share, float(kept.std()) if kept.size > 1 else math.nan)
 
 
 def mcnemar_exact(worse: int, better: int) -> float:

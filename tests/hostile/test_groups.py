@@ -273,16 +273,20 @@ def test_pooled_draws_have_the_law_of_pooled_full_draws() -> None:
         assert ks_2samp(a, c).pvalue > 1e-3, name
 
 
-def test_intervals_with_and_without_pooling_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("method, tolerance", [("percentile", 0.15), ("uniform", 0.3)])
+def test_intervals_with_and_without_pooling_agree(monkeypatch: pytest.MonkeyPatch, method: str,
+                                                  tolerance: float) -> None:
     """compute_values' intervals from the pooled table are those of the full table, up to
-    Monte Carlo error (20,000 resamples; tolerance 0.15 bootstrap SD, about 5 SE)."""
+    Monte Carlo error (20,000 resamples; percentile intervals within 0.15 bootstrap SD, about
+    5 SE; the uniform ones rest on quantiles further out in the tails, where the Monte Carlo
+    error is about twice as large, so 0.3 SD)."""
     cells = _table(np.random.default_rng(9), [500, 300, 90, 20, 15, 10, 9, 5, 4, 2, 1])
     g = Grouping(("g",))
     counts = {g: GroupingCounts(g, tuple((f"v{i:02d}",) for i in range(len(cells))), cells)}
     keys = [ev.MetricKey(m, g) for m in ("demographic_parity_difference", "equalized_odds_ratio",
                                          "statistical_parity_difference", "worst_group_accuracy")]
     keys += [ev.MetricKey(m, None) for m in ("accuracy", "theil_index")]
-    settings = ev.Settings(30, {}, 0.95, 20_000, 11)
+    settings = ev.Settings(30, {}, 0.95, 20_000, 11, interval=method)  # type: ignore[arg-type]
     pooled = ev.compute_values(keys, counts, settings)
     monkeypatch.setattr(ev, "pool_ungated", lambda cells, ctx: (cells, ctx))
     full = ev.compute_values(keys, counts, settings)
@@ -293,8 +297,8 @@ def test_intervals_with_and_without_pooling_agree(monkeypatch: pytest.MonkeyPatc
             ia, ib = getattr(a, side), getattr(b, side)
             assert ia is not None and ib is not None
             sd = (ib.hi - ib.lo) / (2 * 1.96)
-            assert abs(ia.lo - ib.lo) < 0.15 * sd + 1e-12, (key.label, side)
-            assert abs(ia.hi - ib.hi) < 0.15 * sd + 1e-12, (key.label, side)
+            assert abs(ia.lo - ib.lo) < tolerance * sd + 1e-12, (key.label, side)
+            assert abs(ia.hi - ib.hi) < tolerance * sd + 1e-12, (key.label, side)
             assert ia.defined == pytest.approx(ib.defined, abs=0.01)
 
 
