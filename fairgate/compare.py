@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fairgate.core.evaluate import MetricValue
-from fairgate.core.gate import Status, Verdict
+from fairgate.core.gate import Status, Verdict, passes
 from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
@@ -233,7 +233,7 @@ class Candidate:
     def warnings(self) -> tuple[str, ...]:
         return tuple(_check_label(r.check.id, r.key.grouping, r.status)
                      for r in self.report.decision.results
-                     if not r.blocking and r.status is not Status.PASS)
+                     if not r.blocking and not passes(r))
 
 
 def _check_label(check: str, grouping: object, status: Status) -> str:

@@ -151,8 +151,11 @@ def test_action_runs_the_gate_and_sets_outputs(workspace: Path) -> None:
         report["verdict"]]
     failed = [f"{r['check']} [{'*'.join(r['grouping']) or 'overall'}]"
               for r in report["results"] if r["blocking"]]
+    unsure = [f"{r['check']} [{'*'.join(r['grouping']) or 'overall'}]"
+              for r in report["results"] if r["status"] == "inconclusive"]
     assert run.outputs == {"verdict": report["verdict"], "report-dir": "fairgate-report",
                            "failed-checks": "\n".join(failed),
+                           "inconclusive-checks": "\n".join(unsure),
                            "exit-code": str(report["exit_code"])}
     md = (workspace / "fairgate-report" / "report.md").read_text(encoding="utf-8")
     assert gate.summary == md

@@ -248,13 +248,23 @@ def compare_scores(run_cli, policy: Path, data: Path, out: Path, *extra: str):
 def test_scores_mode_exit_0_when_one_passes_1_when_none(synthetic, write_policy, run_cli,
                                                         tmp_path) -> None:
     data = _two_candidates(synthetic)
-    # s raises DP (it favours F); s2 is the teacher itself, so its change is exactly 0
-    strict = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.0"))
+    # s raises DP (it favours F); s2 is the teacher itself, so its change is exactly 0: it
+    # passes on the estimate; on intervals a bound of exactly 0 is inconclusive (no audit rules
+    # out a tiny change from 0 disagreeing rows), a warning that still lets it through
+    strict = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.0")
+                          + "  decide_on: estimate\n")
     r = compare_scores(run_cli, strict, data, tmp_path / "a")
     verdicts = {c["name"]: c["verdict"] for c in json.loads((r.out / "compare.json").read_text())
                 ["candidates"]}
     assert verdicts == {"s": "fail", "s2": "pass"} and r.exit_code == 0
-    impossible = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max: 0.0"))
+    on_intervals = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.0"),
+                                "intervals.yaml")
+    r = compare_scores(run_cli, on_intervals, data, tmp_path / "c")
+    verdicts = {c["name"]: c["verdict"] for c in json.loads((r.out / "compare.json").read_text())
+                ["candidates"]}
+    assert verdicts == {"s": "fail", "s2": "warn"} and r.exit_code == 0
+    impossible = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max: 0.0")
+                              + "  decide_on: estimate\n", "impossible.yaml")
     r = compare_scores(run_cli, impossible, data, tmp_path / "b")
     summary = json.loads((r.out / "compare.json").read_text())
     assert {c["verdict"] for c in summary["candidates"]} == {"fail"}

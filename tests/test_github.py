@@ -189,9 +189,11 @@ def test_cli_publishes_summary_outputs_and_annotations(
     failed = [f"{x['check']} [{'*'.join(x['grouping']) or 'overall'}]"
               for x in report["results"] if x["blocking"]]
     assert failed  # dp fails on at least one grouping
+    unsure = [f"{x['check']} [{'*'.join(x['grouping']) or 'overall'}]"
+              for x in report["results"] if x["status"] == "inconclusive"]
     outputs = parse_file_command(output.read_text())
     assert outputs == {"other": "kept", "verdict": "fail", "report-dir": str(r.out),
-                       "failed-checks": "\n".join(failed)}
+                       "failed-checks": "\n".join(failed), "inconclusive-checks": "\n".join(unsure)}
     md = (r.out / "report.md").read_text(encoding="utf-8")
     assert summary.read_text(encoding="utf-8") == "earlier step content\n" + md
     commands = [parse_command(line) for line in r.stdout.splitlines() if line.startswith("::")]
@@ -200,7 +202,21 @@ def test_cli_publishes_summary_outputs_and_annotations(
     assert len(errors) == len(failed)
     where = {(p["file"], p["line"]) for _, p, _ in errors}
     assert where == {("policy.yaml", str(_line_of(policy, "dp")))}
-    (warn,) = warnings
+    # a bound of 0 is smaller than any audit resolves: each dp check says so, on its line
+    small = [c for c in warnings if c[1]["title"].startswith("fairgate: audit too small: ")]
+    assert {(c[1]["title"], c[1]["line"]) for c in small} == {
+        ("fairgate: audit too small: dp [sex]", str(_line_of(policy, "dp"))),
+        ("fairgate: audit too small: dp [race]", str(_line_of(policy, "dp"))),
+        ("fairgate: audit too small: dp-warn [sex]", str(_line_of(policy, "dp-warn")))}
+    assert all("fairgate plan" in c[2] for c in small)
+    # the other warnings: every check that did not pass and does not block (dp-warn failed,
+    # a warning; dp on race is inconclusive, its interval straddling 0)
+    others = [c for c in warnings if c not in small]
+    unsure = [x for x in report["results"] if x["status"] == "inconclusive"]
+    assert [c[1]["title"] for c in others if "inconclusive" in c[1]["title"]] == [
+        f"fairgate inconclusive (warn only): {x['check']} [{'*'.join(x['grouping'])}]"
+        for x in unsure]
+    (warn,) = [c for c in others if "inconclusive" not in c[1]["title"]]
     assert warn[1]["line"] == str(_line_of(policy, "dp-warn"))
     assert warn[1]["title"] == "fairgate warn: dp-warn [sex]"
     sex = next(x for x in report["results"] if x["check"] == "dp-warn")

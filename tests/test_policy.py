@@ -55,15 +55,15 @@ CASES = [
     ("unknown key", BASE.replace("    max_increase", "    maxx: 1\n    max_increase"),
      "p.yaml:9: checks[0].maxx: unknown key 'maxx' (allowed: id, metric, on, max, min, "
      "max_increase, max_decrease, max_relative_increase, max_relative_decrease, severity, "
-     "on_undefined, alpha, description)"),
+     "on_undefined, on_inconclusive, alpha, description)"),
     ("duplicate key", BASE.replace("  label: y\n", "  label: y\n  label: z\n"),
      "p.yaml:4: audit.label: duplicate key (first given on line 3)"),
     ("wrong type", BASE.replace("max_increase: 0.02", "max_increase: '0.02'"),
      "p.yaml:9: checks[0].max_increase: input should be a valid number, got '0.02'"),
     ("unknown metric", BASE.replace("demographic_parity_difference", "demographic_parity_diff"),
      "p.yaml:8: checks[0].metric: unknown metric 'demographic_parity_diff'; did you mean "
-     "'demographic_parity_difference' or 'demographic_parity_ratio'? (`fairgate metrics` lists "
-     "them all)"),
+     "'demographic_parity_difference' or 'demographic_parity_ratio' or "
+     "'demographic_parity_difference_to_overall'? (`fairgate metrics` lists them all)"),
     ("impossible min", BASE.replace("demographic_parity_difference", "demographic_parity_ratio")
      .replace("max_increase: 0.02", "min: 1.2"),
      "p.yaml:9: checks[0].min: min 1.2 is above 1, the highest value demographic_parity_ratio "
@@ -90,7 +90,7 @@ CASES = [
     ("threshold out of range", BASE + "model:\n  threshold: 1.5\n",
      "p.yaml:11: model.threshold: input should be less than or equal to 1, got 1.5"),
     ("bad decide_on", BASE + "statistics:\n  decide_on: maybe\n",
-     "p.yaml:11: statistics.decide_on: must be 'estimate', 'significant' or 'conservative', "
+     "p.yaml:11: statistics.decide_on: must be 'estimate', 'interval', 'significant' or 'conservative', "
      "got 'maybe'"),
     ("intervals needed", BASE + "statistics:\n  resamples: 0\n  decide_on: significant\n",
      "p.yaml:12: statistics.decide_on: decide_on: significant needs intervals; set "
@@ -143,7 +143,7 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
         "max_decrease, max_relative_increase, max_relative_decrease",
         "  p.yaml:9: checks[0].maxx: unknown key 'maxx' (allowed: id, metric, on, max, min, "
         "max_increase, max_decrease, max_relative_increase, max_relative_decrease, severity, "
-        "on_undefined, alpha, description)",
+        "on_undefined, on_inconclusive, alpha, description)",
         "  p.yaml:11: model.threshold: input should be less than or equal to 1, got 2",
     ]
 
@@ -193,7 +193,14 @@ def test_schema_command_validates_shipped_policies(run_cli) -> None:
 def test_metrics_command_lists_the_catalogue(run_cli) -> None:
     result = run_cli("metrics")
     assert result.exit_code == 0
-    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("  ")]
+    notes = [line.strip() for line in lines if line.split()[0] == "differs"]
+    listed = {line.split()[0] for line in lines if line.split()[0] != "differs"}
     assert listed == set(CATALOGUE)
     as_json = json.loads(run_cli("metrics", "--json").stdout)
     assert {m["name"] for m in as_json} == set(CATALOGUE)
+    # a definition that differs on purpose from a peer's says so, under its line
+    differs = {m["name"]: m["differs"] for m in as_json if "differs" in m}
+    assert differs["knn_consistency"] == CATALOGUE["knn_consistency"].note
+    assert "gated groups" in differs["between_group_theil_index"]
+    assert len(notes) == len(differs) and all(n.startswith("differs on purpose: ") for n in notes)

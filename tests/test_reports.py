@@ -40,7 +40,8 @@ REGOLD = os.environ.get("FAIRGATE_REGOLD") == "1"
 TODAY = dt.date(2025, 6, 1)
 
 # Every status once: fail, blocking undefined (race C has no positive label), warn,
-# waived, pass, and an expired waiver.
+# waived, pass, inconclusive (a warning, and blocking under on_inconclusive: fail), and an
+# expired waiver.
 SCENARIO_POLICY = """\
 version: 1
 audit:
@@ -70,6 +71,13 @@ checks:
   - id: accuracy-kept
     metric: accuracy
     max_decrease: 0.05
+  - id: accuracy-strict
+    metric: accuracy
+    max_decrease: 0.05
+    on_inconclusive: fail
+  - id: accuracy-loose
+    metric: accuracy
+    max_decrease: 0.5
 waivers:
   - check: dp-race
     grouping: race
@@ -133,7 +141,9 @@ def test_scenario_covers_every_status(scenario: GateReport) -> None:
     statuses = {(r.check.id, r.status.value, r.blocking) for r in scenario.decision.results}
     assert statuses == {("dp-sex", "fail", True), ("eo-race", "undefined", True),
                         ("four-fifths", "warn", False), ("dp-race", "waived", False),
-                        ("accuracy-kept", "pass", False)}
+                        ("accuracy-kept", "inconclusive", False),
+                        ("accuracy-strict", "inconclusive", True),
+                        ("accuracy-loose", "pass", False)}
     assert [w.check for w in scenario.decision.expired_waivers] == ["accuracy-kept"]
 
 
@@ -149,8 +159,10 @@ def test_markdown_says_failures_first_and_waivers_loudly(scenario: GateReport) -
     md = render_markdown(scenario)
     assert md.startswith("## ❌ FAIL")
     ids = re.findall(r"^\| .*? \| \*\*([\w.-]+)\*\*<br>", md, re.M)
-    assert ids == ["dp-sex", "eo-race", "four-fifths", "dp-race",
-                                               "accuracy-kept"]
+    # blocking first (fail, undefined, inconclusive), then warn, inconclusive, waived, pass
+    assert ids == ["dp-sex", "eo-race", "accuracy-strict", "accuracy-kept", "four-fifths",
+                   "dp-race", "accuracy-loose"]
+    assert "🔷 **inconclusive (blocks)**" in md and "🔷 inconclusive (warn only)" in md
     assert "1 check WAIVED" in md and "waived until **2030-01-31** by alice@example.com" in md
     assert "**Expired waiver** for **accuracy-kept**" in md and "**2020-01-01**" in md
     # the waiver reason came from the policy: its HTML and pipe are inert
@@ -185,7 +197,11 @@ def test_junit_is_valid_and_maps_statuses(scenario: GateReport,
     waived = outcome[("fairgate.dp-race", "demographic_parity_difference [race]")]
     assert waived[:2] == ("skipped", "waived")
     assert waived[2].startswith("WAIVED: waived until 2030-01-31 by alice@example.com")
-    assert outcome[("fairgate.accuracy-kept", "accuracy [overall]")] is None
+    assert outcome[("fairgate.accuracy-kept", "accuracy [overall]")][:2] == (
+        "skipped", "inconclusive-warn")
+    assert outcome[("fairgate.accuracy-strict", "accuracy [overall]")][:2] == (
+        "failure", "inconclusive")
+    assert outcome[("fairgate.accuracy-loose", "accuracy [overall]")] is None
     expired = outcome[("fairgate.accuracy-kept", "waiver expired on 2020-01-01")]
     assert expired[:2] == ("skipped", "expired-waiver")
     # counts in the suite match the testcases (the XSD cannot say that)

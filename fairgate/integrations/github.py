@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fairgate.core.gate import CheckResult, Status
+from fairgate.core.gate import CheckResult, Status, passes
 from fairgate.core.outcome import GateReport
 from fairgate.policy import Waiver
 from fairgate.report.markdown import (
@@ -35,6 +35,7 @@ from fairgate.report.safe import (
     visible,
     workflow_command,
 )
+from fairgate.report.terminal import power_text, unresolved
 
 MAX_ANNOTATIONS = 10  # per level and step, GitHub's own limit
 MESSAGE_CHARS = 2000
@@ -117,8 +118,13 @@ def build_annotations(report: GateReport, workspace: str | None = None) -> list[
     for r in report.decision.results:
         if r.blocking:
             errors.append(_result_note(report, r, "error", file))
-        elif r.status is not Status.PASS:
+        elif not passes(r):
             warnings.append(_result_note(report, r, "warning", file))
+    for r, b in unresolved(report):
+        where = grouping_name(r.key.grouping)
+        warnings.append(Annotation("warning", f"fairgate: audit too small: {r.check.id} [{where}]",
+                                   clip(power_text(r, b), MESSAGE_CHARS), file,
+                                   _check_line(report, r.check.id)))
     for text in report.warnings:
         warnings.append(Annotation("warning", "fairgate: input warning", clip(text, MESSAGE_CHARS),
                                    file, 1))
@@ -149,9 +155,14 @@ def format_outputs(values: Mapping[str, str]) -> str:
 
 
 def outputs(report: GateReport, out: Path) -> dict[str, str]:
-    failed = [visible(f"{r.check.id} [{grouping_name(r.key.grouping)}]")  # one line each
-              for r in report.decision.results if r.blocking]
-    return {"verdict": report.verdict, "report-dir": str(out), "failed-checks": "\n".join(failed)}
+    def label(r: CheckResult) -> str:
+        return visible(f"{r.check.id} [{grouping_name(r.key.grouping)}]")  # one line each
+
+    results = report.decision.results
+    failed = [label(r) for r in results if r.blocking]
+    unsure = [label(r) for r in results if r.status is Status.INCONCLUSIVE]
+    return {"verdict": report.verdict, "report-dir": str(out), "failed-checks": "\n".join(failed),
+            "inconclusive-checks": "\n".join(unsure)}
 
 
 def _append(path: str, text: str) -> None:

@@ -420,7 +420,7 @@ def note(report: GateReport) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     text = "\n".join(head)
-    order = {"fail": 0, "undefined": 1, "warn": 2, "waived": 3, "pass": 4}
+    order = {"fail": 0, "undefined": 1, "inconclusive": 2, "warn": 3, "waived": 4, "pass": 5}
     results = sorted(d.results, key=lambda r: order.get(r.status.value, 9))
     for i, r in enumerate(results):
         v = r.value

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fairgate.core.counts import MAX_GROUPS, value_label
 from fairgate.core.metrics import CATALOGUE, TOP1_METRICS, Metric, suggest
@@ -174,11 +174,18 @@ class Check(_Strict):
     on_undefined: Literal["fail", "warn"] = Field(
         "fail", description="Status of the check when its value is undefined."
     )
+    on_inconclusive: Literal["pass", "warn", "fail"] | None = Field(
+        None, description="What an inconclusive check does (its interval straddles a bound): "
+        "pass, warn or fail the gate. Default: statistics.on_inconclusive.")
     alpha: float | None = Field(None, description="Generalized entropy parameter (> 0).")
     description: str | None = None
 
     def bounds(self) -> dict[Bound, float]:
         return {b: getattr(self, b) for b in BOUNDS if getattr(self, b) is not None}
+
+
+DecideOn = Literal["estimate", "interval", "significant", "conservative"]
+OnInconclusive = Literal["pass", "warn", "fail"]
 
 
 class Statistics(_Strict):
@@ -187,12 +194,44 @@ class Statistics(_Strict):
     confidence: float = Field(0.95, gt=0.0, lt=1.0)
     resamples: int = Field(2000, ge=0, le=1_000_000)
     seed: int = Field(0, ge=0)
-    decide_on: Literal["estimate", "significant", "conservative"] = "estimate"
-    interval: Literal["percentile"] = "percentile"
+    decide_on: DecideOn = Field(
+        "interval", description="interval: a bound passes when the whole interval is within it, "
+        "fails when the whole interval is beyond it, and is inconclusive otherwise "
+        "(on_inconclusive says what that does); significant: interval with inconclusive "
+        "counted as pass; conservative: as fail; estimate: the point estimate alone. "
+        "Default: interval, or estimate when resamples is 0.")
+    on_inconclusive: OnInconclusive = Field(
+        "warn", description="What an inconclusive check does under decide_on: interval: pass, "
+        "warn (the verdict is a pass with warnings) or fail the gate; a check may override it.")
+    interval: Literal["uniform", "percentile"] = Field(
+        "uniform", description="uniform: intervals of max/min-type metrics that hold at ties "
+        "and for small groups; percentile: the percentile interval of every metric (fairgate "
+        "before 0.2, which under-covers near ties).")
     min_defined: float = Field(
         0.99, gt=0.0, le=1.0,
         description="Share of resamples that must be defined for an interval to be used.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        """decide_on defaults to interval, or to estimate when there are no intervals
+        (resamples: 0), so a policy without resamples keeps working."""
+        if isinstance(data, dict) and "decide_on" not in data and data.get("resamples") == 0:
+            return {**data, "decide_on": "estimate"}
+        return data
+
+    @property
+    def mode(self) -> DecideOn:
+        return self.decide_on
+
+    def inconclusive_for(self, check: Check) -> OnInconclusive:
+        """What an inconclusive result of ``check`` does under this policy's decide_on."""
+        if self.mode == "significant":
+            return "pass"
+        if self.mode == "conservative":
+            return "fail"
+        return check.on_inconclusive or self.on_inconclusive
 
 
 class MlflowSpec(_Strict):
@@ -401,6 +440,7 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
     if st.get("resamples") == 0 and st.get("decide_on", "estimate") != "estimate":
         errs.append((("statistics", "decide_on"),
                      f"decide_on: {st['decide_on']} needs intervals; set resamples > 0"))
+    errs += _inconclusive_errors(data, st)
     checks = {c["id"]: c for c in _list(data.get("checks"))
               if isinstance(c, dict) and isinstance(c.get("id"), str)}
     for i, w in enumerate(_list(data.get("waivers"))):
@@ -423,6 +463,27 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                 errs.append((("waivers", i, "grouping"), f"check {w['check']!r} is not decided on "
                              f"grouping {'*'.join(map(str, wanted))} (it is on: {names})"))
     return errs
+
+
+def _inconclusive_errors(data: dict[str, Any], st: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """on_inconclusive means something only where intervals decide and may straddle."""
+    mode = st.get("decide_on")
+    if mode is None:
+        mode = "estimate" if st.get("resamples") == 0 else "interval"
+    if mode == "interval":
+        return []
+    why = {"estimate": f"decide_on: {mode} compares the point estimate, so no check is "
+                       "inconclusive",
+           "significant": "decide_on: significant counts an inconclusive check as a pass",
+           "conservative": "decide_on: conservative counts an inconclusive check as a fail"}
+    fix = "; use decide_on: interval to choose" if isinstance(mode, str) and mode in why else ""
+    errs: list[tuple[Path_, str]] = []
+    if "on_inconclusive" in st:
+        errs.append((("statistics", "on_inconclusive"), f"{why.get(str(mode), '')}{fix}"))
+    for i, c in enumerate(_list(data.get("checks"))):
+        if isinstance(c, dict) and "on_inconclusive" in c:
+            errs.append((("checks", i, "on_inconclusive"), f"{why.get(str(mode), '')}{fix}"))
+    return errs if str(mode) in why else []
 
 
 def _model_errors(model: dict[str, Any], multi: bool) -> list[tuple[Path_, str]]:

@@ -36,12 +36,19 @@ from fairgate.report.markdown import (
     significant,
     status_text,
 )
-from fairgate.report.terminal import changed_classes, model_readings
+from fairgate.report.terminal import (
+    changed_classes,
+    detect_text,
+    model_readings,
+    power_text,
+    unresolved,
+)
 
 CHART_GROUPS = 30  # groups drawn per grouping (the rest are in the table and report.json)
 TABLE_GROUPS = 1000  # groups listed per grouping
 TEACHER, STUDENT = "#0072B2", "#E69F00"  # Okabe-Ito blue and orange: colour-blind safe
-COLOR = {Status.FAIL: "#c92a2a", Status.UNDEFINED: "#862e9c", Status.WARN: "#e67700",
+COLOR = {Status.FAIL: "#c92a2a", Status.UNDEFINED: "#862e9c", Status.INCONCLUSIVE: "#1864ab",
+         Status.WARN: "#e67700",
          Status.WAIVED: "#0b7285", Status.PASS: "#2b8a3e"}
 _VERDICT_TEXT = {"pass": "✓ PASS", "warn": "! PASS with warnings", "fail": "✗ FAIL"}
 _VERDICT_COLOR = {"pass": "#2b8a3e", "warn": "#e67700", "fail": "#c92a2a"}
@@ -226,11 +233,16 @@ def _checks(report: GateReport) -> str:
             + _num_td("teacher", v.teacher, v.teacher_interval)
             + _num_td("student", v.student, v.student_interval)
             + _num_td("delta", v.delta, v.delta_interval, signed=True)
-            + f"<td>{_e(bound_text(r))}</td><td class=reason>{_e(why, 600)}</td></tr>"
+            + f"<td>{_e(bound_text(r))}</td><td class=num>{_e(detect_text(r))}</td>"
+            + f"<td class=reason>{_e(why, 600)}</td></tr>"
         )
     table = _table(["status", "check", "grouping", "teacher", "student",
-                    "change (student − teacher)", "bound", "why"], rows, "checks")
-    return f"<section id=checks><h2>Checks</h2>{_forest(results)}{table}</section>"
+                    "change (student − teacher)", "bound", "detects (80% power)", "why"], rows,
+                   "checks")
+    weak = "".join(f"<li>{_e(power_text(r, b), 600)}</li>" for r, b in unresolved(report))
+    if weak:
+        weak = f"<p><b>Audit too small for these bounds:</b></p><ul class=power>{weak}</ul>"
+    return f"<section id=checks><h2>Checks</h2>{_forest(results)}{table}{weak}</section>"
 
 
 def _kpis(report: GateReport) -> str:

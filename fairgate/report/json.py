@@ -12,7 +12,7 @@ from typing import Any
 
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import LISTED_UNGATED, GroupRow, MetricValue, Unlisted
-from fairgate.core.gate import CheckResult
+from fairgate.core.gate import POWER, CheckResult, beyond
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
 
@@ -20,13 +20,14 @@ SCHEMA_VERSION = 1
 
 
 def num(x: float | None) -> float | None:
-    """A JSON number with 12 significant digits, or None for undefined (NaN) values.
+    """A JSON number with 12 significant digits, or None for undefined (NaN) values and for
+    an unbounded end of an interval (±inf: JSON has no infinity).
 
     numpy's log and power differ in the last bit between SIMD code paths (AVX-512 vs
     AVX2), so full-precision floats would make report.json differ across machines.
     12 digits are far beyond any threshold's resolution and identical everywhere.
     """
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return None
     return float(f"{float(x):.12g}")
 
@@ -85,15 +86,34 @@ def result_dict(r: CheckResult) -> dict[str, Any]:
         **v,
         "bounds": [
             {"bound": b.bound, "limit": b.limit, "on": b.quantity, "outcome": b.outcome,
-             "text": b.text}
+             "text": b.text, "detectable": num(b.detectable), "resolved": b.resolved}
             for b in r.bounds
         ],
         "reason": r.reason,
     }
+    if r.on_inconclusive is not None:
+        d["on_inconclusive"] = r.on_inconclusive
+    if r.value.per_group:
+        d["per_group"] = per_group_dicts(r)
     if r.waiver is not None:
         w = r.waiver
         d["waiver"] = {"reason": w.reason, "owner": w.owner, "expires": w.expires.isoformat()}
     return d
+
+
+def per_group_dicts(r: CheckResult) -> list[dict[str, Any]]:
+    """A reference metric's value for every gated group, and whether the student's lies within
+    the check's own bounds (min, max): Aequitas' per-group verdict for a tau band
+    min: tau, max: 1/tau on a ``*_reference_ratio``; None where undefined or unbounded."""
+    lo, hi = r.check.min, r.check.max
+    out = []
+    for label, t, s in r.value.per_group:
+        within = None
+        if not math.isnan(s) and (lo is not None or hi is not None):
+            within = not ((lo is not None and beyond(s, lo, False))
+                          or (hi is not None and beyond(s, hi, True)))
+        out.append({"group": label, "teacher": num(t), "student": num(s), "within": within})
+    return out
 
 
 def _rates(counts: dict[str, int], rates: dict[str, float]) -> dict[str, Any]:
@@ -122,6 +142,7 @@ def group_dict(g: GroupRow) -> dict[str, Any]:
         "reference": g.reference,
         "teacher": _rates(g.teacher, g.teacher_rates),
         "student": _rates(g.student, g.student_rates),
+        "joint": list(g.joint),
         "mcnemar": {
             "teacher_only_correct": g.teacher_only_correct,
             "student_only_correct": g.student_only_correct,
@@ -160,8 +181,9 @@ def to_dict(report: GateReport) -> dict[str, Any]:
         "tables": [{"name": g.name, "grouping": list(g.attributes), **grouping_dict(g)}
                    for g in report.groupings],
         "statistics": {"confidence": st.confidence, "resamples": st.resamples, "seed": st.seed,
-                       "decide_on": st.decide_on, "interval": st.interval,
-                       "min_defined": st.min_defined},
+                       "decide_on": st.mode, "on_inconclusive": st.on_inconclusive,
+                       "interval": st.interval, "min_defined": st.min_defined,
+                       "power": POWER},
         "expired_waivers": [
             {"check": w.check, "owner": w.owner, "expires": w.expires.isoformat(),
              "reason": w.reason}

@@ -1,8 +1,9 @@
 """junit.xml: one testcase per check and grouping, for Jenkins' junit step and GitLab.
 
-``<failure>`` is a blocking check that failed, ``<error>`` a blocking check that is undefined
-(the gate could not tell), ``<skipped>`` one that did not pass but does not block
-(severity warn, ``on_undefined: warn``, or waived) with the reason. So failures + errors > 0
+``<failure>`` is a blocking check that failed (or is inconclusive under ``on_inconclusive:
+fail``), ``<error>`` a blocking check that is undefined (the gate could not tell),
+``<skipped>`` one that did not pass but does not block (severity warn, ``on_undefined: warn``,
+inconclusive with ``on_inconclusive`` warn or pass, or waived) with the reason. So failures + errors > 0
 exactly when fairgate exits 1, and a CI test view shows the same verdict as the exit code.
 Each expired waiver is a skipped testcase of its own, so it shows up there too.
 """
@@ -20,9 +21,10 @@ from fairgate.report.markdown import (
     counts_text,
     grouping_name,
     models_text,
+    status_text,
     value_text,
 )
-from fairgate.report.terminal import model_readings
+from fairgate.report.terminal import detect_text, model_readings
 
 MESSAGE_CHARS = 1000
 _x = safe.xml  # every attribute and text: what XML 1.0 cannot carry shown escaped, clipped
@@ -38,6 +40,10 @@ def _kind(r: CheckResult) -> tuple[str, str, str] | None:
         return "error", "undefined", "undefined: "
     if r.status is Status.UNDEFINED:
         return "skipped", "undefined-warn", "undefined (warn only, not blocking): "
+    if r.status is Status.INCONCLUSIVE and r.blocking:
+        return "failure", "inconclusive", "inconclusive (on_inconclusive: fail): "
+    if r.status is Status.INCONCLUSIVE:
+        return "skipped", f"inconclusive-{r.on_inconclusive or 'warn'}", f"{status_text(r)}: "
     if r.status is Status.WAIVED:
         return "skipped", "waived", "WAIVED: "
     return "skipped", "warn", "warning (severity warn, not blocking): "
@@ -53,6 +59,7 @@ def _details(r: CheckResult) -> str:
         f"student: {value_text(v.student, v.student_interval)}",
         f"change (student − teacher): {value_text(v.delta, v.delta_interval, signed=True)}",
         f"bound: {bound_text(r)}",
+        f"detectable with 80% power: {detect_text(r)}",
         f"reason: {safe.clip(r.reason)}",
     ])
 

@@ -15,12 +15,19 @@ from pathlib import Path
 
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
-from fairgate.core.gate import CheckResult, Status
+from fairgate.core.gate import ORDER, POWER, CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
 from fairgate.report import safe
 from fairgate.report.json import num
-from fairgate.report.terminal import changed_classes, fmt, model_readings
+from fairgate.report.terminal import (
+    changed_classes,
+    detect_text,
+    fmt,
+    model_readings,
+    power_text,
+    unresolved,
+)
 
 GITHUB_SUMMARY_LIMIT = 1024 * 1024  # bytes GitHub accepts in one step's summary
 MAX_BYTES = 900 * 1024  # our budget: leaves room for anything else the step appends
@@ -33,6 +40,8 @@ RATES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
 VERDICT = {"pass": "✅ PASS", "warn": "⚠️ PASS with warnings", "fail": "❌ FAIL"}
 _MARK = {Status.FAIL: "❌ **fail**", Status.WARN: "⚠️ warn", Status.WAIVED: "🟡 **WAIVED**",
          Status.PASS: "✅ pass"}
+_INCONCLUSIVE = {"fail": "inconclusive (blocks)", "warn": "inconclusive (warn only)",
+                 "pass": "inconclusive (counted as pass)"}
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -52,9 +61,11 @@ def bound_text(r: CheckResult) -> str:
 
 
 def status_text(r: CheckResult) -> str:
-    """The status as people should read it: undefined says whether it blocks."""
+    """The status as people should read it: undefined and inconclusive say what they do."""
     if r.status is Status.UNDEFINED:
         return "undefined" if r.blocking else "undefined (warn only)"
+    if r.status is Status.INCONCLUSIVE:
+        return _INCONCLUSIVE[r.on_inconclusive or "warn"]
     return r.status.value
 
 
@@ -85,7 +96,7 @@ def models_text(report: GateReport) -> tuple[str, str]:
 def counts_text(report: GateReport) -> str:
     """'4 fail, 1 waived, 3 pass of 8 checks', in severity order."""
     res = report.decision.results
-    order = (Status.FAIL, Status.UNDEFINED, Status.WARN, Status.WAIVED, Status.PASS)
+    order = tuple(sorted(ORDER, key=ORDER.__getitem__))
     parts = [f"{sum(r.status is s for r in res)} {s.value}" for s in order
              if any(r.status is s for r in res)]
     return f"{', '.join(parts)} of {len(res)} checks"
@@ -142,6 +153,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _mark(r: CheckResult) -> str:
     if r.status is Status.UNDEFINED:
         return "❓ **undefined**" if r.blocking else "❓ undefined (warn only)"
+    if r.status is Status.INCONCLUSIVE:
+        text = status_text(r)
+        return f"🔷 **{text}**" if r.blocking else f"🔷 {text}"
     return _MARK[r.status]
 
 
@@ -173,15 +187,20 @@ def _checks(report: GateReport, limit: int | None) -> list[str]:
     rows = [[_mark(r), f"**{_md(r.check.id)}**<br>{_md(r.key.metric)}",
              _md(grouping_name(r.key.grouping)),
              value_text(r.value.teacher), value_text(r.value.student),
-             value_text(r.value.delta, r.value.delta_interval, signed=True), bound_text(r)]
+             value_text(r.value.delta, r.value.delta_interval, signed=True), bound_text(r),
+             detect_text(r)]
             for r in shown]
     lines = ["### Checks", ""]
     lines += _table(["status", "check", "grouping", "teacher", "student",
-                     "change (student − teacher)", "bound"], rows)
+                     "change (student − teacher)", "bound", f"detects ({POWER:.0%} power)"], rows)
     if len(shown) < len(results):
         lines.append(f"\n*{len(results) - len(shown)} more checks not shown (summary size "
                      "limit): see report.json.*")
     problems = [r for r in shown if r.status is not Status.PASS]
+    weak = [(r, b) for r, b in unresolved(report) if r in shown]
+    if weak:
+        lines += ["", "**Audit too small for these bounds:**", ""]
+        lines += [f"- {safe.markdown(power_text(r, b), REASON_CHARS)}" for r, b in weak]
     if problems:
         lines += ["", "**Why:**", ""]
         lines += [f"- **{_md(r.check.id)}** [{_md(grouping_name(r.key.grouping))}] "
@@ -207,8 +226,8 @@ def _kpis(report: GateReport, limit: int | None) -> list[str]:
     st = report.policy.policy.statistics
     lines = ["### KPIs", ""]
     if st.resamples:
-        lines += [f"Intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} resamples "
-                  f"(seed {st.seed}).", ""]
+        lines += [f"Intervals: {st.confidence:.0%} paired bootstrap ({st.interval}), "
+                  f"{st.resamples} resamples (seed {st.seed}); decide_on: {st.mode}.", ""]
     lines += _table(["metric", "grouping", "teacher", "student", "change", "bound"], rows)
     if len(shown) < len(kpis):
         lines.append(f"\n*{len(kpis) - len(shown)} more KPIs not shown (summary size limit): see "

@@ -8,13 +8,14 @@ this text is printed to CI logs, which the Actions runner parses for commands.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import click
 
 from fairgate.core.evaluate import GroupRow
-from fairgate.core.gate import CheckResult, Status
+from fairgate.core.gate import POWER, BoundResult, CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
 from fairgate.report import safe
@@ -23,6 +24,7 @@ from fairgate.report.json import num
 _STYLE = {
     Status.FAIL: "red",
     Status.UNDEFINED: "magenta",
+    Status.INCONCLUSIVE: "blue",
     Status.WARN: "yellow",
     Status.WAIVED: "cyan",
     Status.PASS: "green",
@@ -48,6 +50,29 @@ def fmt_interval(i: Interval | None, signed: bool = False) -> str:
 
 def _bound_text(r: CheckResult) -> str:
     return ", ".join(f"{b.bound} {b.limit:g}" for b in r.bounds)
+
+
+def detect_text(r: CheckResult) -> str:
+    """Per bound, what this audit detects with 80% power; "!" marks a bound the audit cannot
+    resolve (it would miss a change of twice the bound more than 20% of the time)."""
+    parts = [f"{fmt(b.detectable, b.quantity != 'student')}{'' if b.resolved else ' !'}"
+             for b in r.bounds if not math.isnan(b.detectable)]
+    return ", ".join(parts) or "—"
+
+
+def unresolved(report: GateReport) -> list[tuple[CheckResult, BoundResult]]:
+    """Bounds smaller than the audit can resolve, in check order."""
+    return [(r, b) for r in report.decision.results for b in r.bounds if b.resolved is False]
+
+
+def power_text(r: CheckResult, b: BoundResult) -> str:
+    """One line on a bound the audit cannot resolve."""
+    what = {"delta": "a change of", "relative": "a relative change of",
+            "student": "a student value of"}[b.quantity]
+    return (f"{r.check.id} [{r.key.grouping or 'overall'}] {b.bound} {b.limit:g}: this audit "
+            f"detects {what} {fmt(b.detectable, b.quantity != 'student')} with "
+            f"{POWER:.0%} power, more than the bound's own size beyond it; `fairgate plan` "
+            "estimates the rows needed")
 
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -109,8 +134,11 @@ class TerminalReporter:
             lines.append(self._s(f"  warning: {_t(warning, 400)}", "yellow"))
         st = report.policy.policy.statistics
         if st.resamples:
-            lines.append(f"  intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} "
-                         f"resamples, seed {st.seed}; decide_on: {st.decide_on}")
+            how = f"decide_on: {st.mode}"
+            if st.mode == "interval":
+                how += f", on_inconclusive: {st.on_inconclusive}"
+            lines.append(f"  intervals: {st.confidence:.0%} paired bootstrap ({st.interval}), "
+                         f"{st.resamples} resamples, seed {st.seed}; {how}")
         counts = {s: sum(r.status is s for r in d.results) for s in Status}
         label, color = _VERDICT[report.verdict]
         detail = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
@@ -124,15 +152,20 @@ class TerminalReporter:
                 change += " " + fmt_interval(v.delta_interval, True)
             grouping = _t(r.key.grouping) if r.key.grouping else "overall"
             rows.append([r.status.value.upper(), _t(r.check.id), _t(r.key.metric), grouping,
-                         fmt(v.teacher), fmt(v.student), change, _bound_text(r)])
+                         fmt(v.teacher), fmt(v.student), change, _bound_text(r),
+                         detect_text(r)])
         table = _table(rows, ["status", "check", "metric", "grouping", "teacher", "student",
-                              "change (student − teacher)", "bound"])
+                              "change (student − teacher)", "bound", "detects (80%)"])
         for i, row in enumerate(table):
             if i >= 2:
                 status = d.results[i - 2].status
                 row = self._s(row[: len(status.value)], _STYLE[status]) + row[len(status.value):]
             lines.append(row)
         problems = [r for r in d.results if r.status is not Status.PASS]
+        weak = unresolved(report)
+        if weak:
+            lines += ["", "Audit too small for these bounds:"]
+            lines += [self._s(f"  {_t(power_text(r, b), REASON_CHARS)}", "yellow") for r, b in weak]
         if problems:
             lines += ["", "Why:"]
             for r in problems:
