@@ -224,6 +224,39 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
     sys.exit(result.exit_code)
 
 
+@main.command()
+@click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
+              help="Policy YAML whose bounds to size the audit for.")
+@click.option("--data", "data", type=click.Path(path_type=Path),
+              help="Audit set (.parquet or .csv), with --teacher or --teacher-scores.")
+@click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model.")
+@click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="A report.json of fairgate check: the student's own disagreement.")
+@click.option("--disagreement", type=float, metavar="SHARE",
+              help="Without a report: the share of rows the student is assumed to decide "
+                   "differently (default 0.05).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
+              help="Rows per batch.")
+@translate_errors
+def plan(policy: Path, data: Path | None, teacher: Path | None, teacher_scores: str | None,
+         report: Path | None, disagreement: float | None, as_json: bool, batch_size: int) -> None:
+    """Estimate the rows per group each check's bound needs.
+
+    Exit 0 when this audit set resolves every bound (a change of twice it is detected 80%
+    of the time and an unchanged student fails at most 5%), 1 when some bound needs more rows.
+    """
+    from fairgate.report.plan import plan_json, render_plan
+    from fairgate.run import PlanRequest, plan_audit
+
+    result = plan_audit(PlanRequest(policy=policy, data=data, teacher=teacher,
+                                    teacher_scores=teacher_scores, report=report,
+                                    disagreement=disagreement, batch_rows=batch_size))
+    echo(json.dumps(plan_json(result), indent=2) if as_json else render_plan(result), nl=False)
+    sys.exit(result.exit_code)
+
+
 @main.group()
 def policy() -> None:
     """Validate policies and show their schema."""
@@ -262,7 +295,8 @@ def metrics(as_json: bool) -> None:
     from fairgate.core.metrics import CATALOGUE
 
     if as_json:
-        echo(json.dumps([{"name": m.name, "scope": m.scope, "definition": m.definition}
+        echo(json.dumps([{"name": m.name, "scope": m.scope, "definition": m.definition,
+                          **({"differs": m.note} if m.note else {})}
                          for m in CATALOGUE.values()], indent=2))
         return
     width = max(len(n) for n in CATALOGUE)
@@ -272,4 +306,6 @@ def metrics(as_json: bool) -> None:
         for m in CATALOGUE.values():
             if m.scope == scope:
                 echo(f"  {m.name.ljust(width)}  {m.definition}")
+                if m.note:
+                    echo(f"  {''.ljust(width)}  differs on purpose: {m.note}")
         echo("")

@@ -485,3 +485,74 @@ def _hash_model(path: Path | None) -> dict[str, str]:
 def run_gate(req: GateRequest) -> GateReport:
     """Load the policy and evaluate it; the caller writes reports and logs the run."""
     return evaluate_policy(load_policy(req.policy), req)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    policy: Path
+    data: Path | None = None
+    teacher: Path | None = None
+    teacher_scores: str | None = None
+    report: Path | None = None
+    disagreement: float | None = None
+    batch_rows: int = DEFAULT_BATCH_ROWS
+
+
+def plan_audit(req: PlanRequest) -> Any:
+    """`fairgate plan`: rows needed per check and bound (fairgate/plan.py), from the teacher's
+    predictions on an audit set or from the joint counts of an earlier report."""
+    from fairgate.plan import (
+        DEFAULT_DISAGREEMENT,
+        assumed_student,
+        check_plannable,
+        counts_from_report,
+        plan_counts,
+        read_report,
+    )
+
+    loaded = load_policy(req.policy)
+    policy = loaded.policy
+    check_plannable(policy)
+    given = [x for x in (req.teacher, req.teacher_scores, req.report) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give one of --teacher T.onnx, --teacher-scores COL or --report "
+                         "report.json")
+    if req.report is not None:
+        if req.disagreement is not None:
+            raise UsageError("--disagreement is for planning from the teacher alone; a report "
+                             "holds the student's own disagreement")
+        counts, rows = counts_from_report(read_report(req.report), policy)
+        return plan_counts(policy, counts, rows, f"the student of {req.report}")
+    if req.data is None:
+        raise UsageError("give the audit set (--data) to plan from the teacher's predictions")
+    q = DEFAULT_DISAGREEMENT if req.disagreement is None else req.disagreement
+    if not 0.0 < q <= 1.0:
+        raise UsageError(f"--disagreement must be in (0, 1], got {q:g}")
+    teacher = _plan_teacher(req, policy)
+    audit = policy.audit
+    groupings = groupings_of(policy)
+    types = teacher.column_types()
+    audit_set = AuditSet(req.data, tuple(dict.fromkeys([audit.label, *audit.sensitive,
+                                                        *teacher.columns])),
+                         types, req.batch_rows, text_columns=tuple(audit.sensitive),
+                         roles=column_roles(audit.label, audit.sensitive, None))
+    counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
+                          list(audit.sensitive), groupings, teacher, teacher,
+                          max_groups=audit.max_groups)
+    counts = {g: GroupingCounts(g, c.groups, assumed_student(c.cells, q))
+              for g, c in counted.counts.items()}
+    return plan_counts(policy, counts, counted.rows,
+                       f"a student that disagrees with the teacher on {q:.0%} of the rows "
+                       "(--disagreement)")
+
+
+def _plan_teacher(req: PlanRequest, policy: Policy) -> Predictor:
+    s = policy.model.for_role("teacher")
+    if req.teacher_scores is not None:
+        return ColumnPredictor("teacher", req.teacher_scores, s.threshold, False, None, "")
+    assert req.teacher is not None
+    read = ReadSettings(output=s.output, output_name=s.output_name, threshold=s.threshold,
+                        positive_label=policy.audit.positive_label,
+                        positive_class=s.positive_class, positive_column=s.positive_column,
+                        classes=None, classes_from="", multiclass=False)
+    return OnnxPredictor("teacher", req.teacher, s.features, read, s.missing)
