@@ -23,7 +23,8 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from scipy.stats import beta
@@ -324,6 +325,96 @@ def print_coverage(names: Sequence[str], audits: int, resamples: int, seed: int,
             print("      " + " | ".join(cells))
 
 
+# ----------------------------------------------------------------------------- the gate
+
+
+GATE_GROUPS = (GroupSpec(0.5, 0.4, (0.75, 0.12)), GroupSpec(0.3, 0.35, (0.70, 0.10)),
+               GroupSpec(0.2, 0.3, (0.65, 0.08)))
+MODES = {  # what each decide_on does with an interval that straddles the bound
+    "estimate": {"decide_on": "estimate"},
+    "interval (default: inconclusive warns)": {"decide_on": "interval"},
+    "significant (inconclusive passes)": {"decide_on": "significant"},
+    "conservative (inconclusive fails)": {"decide_on": "conservative"},
+}
+
+
+def gate_populations(bound: float) -> dict[str, np.ndarray]:
+    """An unchanged student (5% of decisions flipped, every rate kept) and two that widen a
+    gap by twice the bound: DP (group 0's TPR and FPR up by 2b, so its selection rate is)
+    and EO (group 0's TPR up by 2b)."""
+    up = 2 * bound
+    g0 = GATE_GROUPS[0]
+    dp = replace(g0, student=(g0.teacher[0] + up, g0.teacher[1] + up))
+    eo = replace(g0, student=(g0.teacher[0] + up, g0.teacher[1]))
+    return {"unchanged": population(GATE_GROUPS),
+            f"DP +{up:g}": population((dp, *GATE_GROUPS[1:])),
+            f"EO +{up:g}": population((eo, *GATE_GROUPS[1:]))}
+
+
+def gate_policy(bound: float, mode: dict[str, str], resamples: int) -> Any:
+    from fairgate.policy import validate
+
+    return validate({"version": 1, "audit": {"label": "y", "positive_label": 1,
+                                             "sensitive": ["g"], "min_group_size": 30},
+                     "checks": [{"id": "dp", "metric": "demographic_parity_difference",
+                                 "max_increase": bound},
+                                {"id": "eo", "metric": "equalized_odds_difference",
+                                 "max_increase": bound}],
+                     "statistics": {"resamples": resamples, **mode}}, {}, "sim")
+
+
+def recommended_rows(bound: float) -> int:
+    """The audit size `fairgate plan` asks for under the default rule: the most rows any
+    bound needs, planned from the unchanged student's expected counts."""
+    from fairgate.plan import plan_counts
+
+    p = population(GATE_GROUPS)
+    labels = tuple((str(i),) for i in range(p.shape[0]))
+    counts = {GROUPING: GroupingCounts(GROUPING, labels, p * 10_000)}
+    plan = plan_counts(gate_policy(bound, {}, 1000), counts, 10_000, "simulation")
+    return max(r.rows_needed or 0 for r in plan.rows)
+
+
+def gate_study(sizes: Sequence[int], bound: float, audits: int, resamples: int, seed: int
+               ) -> None:
+    """False fails of an unchanged student and detection of a change of twice the bound,
+    per decide_on, at each audit size (a verdict of fail counts; 95% Clopper-Pearson)."""
+    from fairgate.core.gate import decide
+
+    today = __import__("datetime").date(2025, 1, 1)
+    policies = {name: gate_policy(bound, mode, resamples) for name, mode in MODES.items()}
+    keys = [MetricKey(m, GROUPING) for m in ("demographic_parity_difference",
+                                              "equalized_odds_difference")]
+    print(f"\nGate: checks dp and eo with max_increase {bound:g} on 3 groups (50/30/20%), "
+          f"{audits} audits a cell, {resamples} resamples; share of audits whose verdict is "
+          "fail [Clopper-Pearson 95%], and in brackets the share with an inconclusive check")
+    for rows in sizes:
+        print(f"\n  {rows:,} rows")
+        for name, p in gate_populations(bound).items():
+            truth_text = ", ".join(f"{m.split('_')[0]} {truth(p, m, 'student') - truth(p, m, 'teacher'):+.3f}"
+                                   for m in ("demographic_parity_difference",
+                                             "equalized_odds_difference"))
+            fails = dict.fromkeys(MODES, 0)
+            unsure = dict.fromkeys(MODES, 0)
+            labels = tuple((str(i),) for i in range(p.shape[0]))
+            draws = np.random.default_rng(seed + rows).multinomial(rows, p.reshape(-1),
+                                                                   size=audits)
+            for i, draw in enumerate(draws):
+                counts = {GROUPING: GroupingCounts(GROUPING, labels, draw.reshape(p.shape))}
+                values = compute_values(keys, counts, Settings(30, {}, 0.95, resamples,
+                                                               seed * 7919 + i))
+                for mode, policy in policies.items():
+                    d = decide(policy, values, [GROUPING], today)
+                    fails[mode] += d.verdict.value == "fail"
+                    unsure[mode] += any(r.status.value == "inconclusive" for r in d.results)
+            print(f"    {name} (true change {truth_text})")
+            for mode in MODES:
+                t = Tally(inside=fails[mode], below=audits - fails[mode])
+                lo, hi = t.band()
+                print(f"      {mode:42s} fail {fails[mode] / audits:.3f} [{lo:.3f}, {hi:.3f}]"
+                      f"  (inconclusive {unsure[mode] / audits:.3f})")
+
+
 def machine_note() -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -338,8 +429,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--method", default=None, help="statistics.interval to use")
     parser.add_argument("--regimes", nargs="*", default=None)
+    parser.add_argument("--gate", action="store_true",
+                        help="false fails and detection per decide_on instead of coverage")
+    parser.add_argument("--bound", type=float, default=0.02, help="max_increase of the gate study")
+    parser.add_argument("--sizes", default="400,3000,plan",
+                        help="audit sizes of the gate study; plan: what `fairgate plan` asks for")
     args = parser.parse_args()
     print(machine_note())
+    if args.gate:
+        sizes = [recommended_rows(args.bound) if x == "plan" else int(x)
+                 for x in args.sizes.split(",")]
+        if "plan" in args.sizes:
+            print(f"fairgate plan asks for {recommended_rows(args.bound):,} rows "
+                  f"(max_increase {args.bound:g}, default rule)")
+        gate_study(sizes, args.bound, min(args.audits, 1000), args.resamples, args.seed)
+        return
     names = args.regimes or list(regimes())
     print_coverage(names, args.audits, args.resamples, args.seed, args.method)
 

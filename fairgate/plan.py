@@ -1,32 +1,35 @@
 """`fairgate plan`: how many rows an audit needs for each check's bound to mean something.
 
 A bound is resolved when the gate, at this audit size, detects a change of twice the bound
-(for ``max_increase`` b: a change of 2b) with 80% power while an unchanged student fails
-at most 5% of the time. Under the policy's rule that needs the standard error se of the
-checked quantity to satisfy ``k · se <= |limit|``, with
+(for ``max_increase`` b: a change of 2b) with 80% power while an unchanged student fails at
+most 5% of the time:
 
-- ``decide_on: interval`` (inconclusive passes or warns), and ``significant``:
-  k = z(1 − γ) + z(0.8), γ = (α − β)/2 the one-sided level of the uniform intervals (an
-  unchanged student then fails at most γ of the time at any size);
-- inconclusive counted as a fail (``on_inconclusive: fail``, ``conservative``):
-  k = z(1 − γ) + z(0.95), so an unchanged student's whole interval stays within the bound
-  95% of the time (a change of twice the bound is then detected anyway);
-- ``estimate``: k = z(0.95), for the same 5% (detection of 2b needs only z(0.8)).
+- ``decide_on: interval`` (inconclusive passes or warns) and ``significant``: an unchanged
+  student fails at most γ = (α − β)/2 of the time at any size (the uniform intervals' one
+  side), so the size is set by detection: the interval's near end must clear the bound;
+- inconclusive counted as a fail (``on_inconclusive: fail``, ``conservative``): detection
+  comes free, so the size is set by false fails: an unchanged student's whole interval
+  must stay within the bound 95% of the time;
+- ``estimate``: z(0.95) · se <= |bound| (an unchanged student's estimate beyond the bound at
+  most 5% of the time; a change of 2b is then detected too).
 
-se falls as 1/√rows, so the audit needs ``(k · se / |limit|)²`` times its rows, in the same
-group mix. se comes from the counts by the delta method (fairgate.core.intervals) at the
-pieces that attain each max now; at ties the gate's intervals are wider than that, so the
-estimate is a floor there. The student's disagreement with the teacher drives the se of a
-change: from a report, it is the student's own (its joint counts); from the teacher alone,
-``--disagreement`` (default 5% of the rows of every group and label, split so that every
-rate stays the teacher's).
+Where one piece clearly attains each max (groups well apart) the intervals are smooth and
+normal theory sizes them: k · se <= |bound| with k = z(1 − γ) + z(0.8) (interval rule) or
+z(1 − γ) + z(0.95), se from the counts by the delta method (fairgate.core.intervals) and
+falling as 1/√rows. At ties the intervals are wider than that and their ends vary more, so
+60 audits are simulated from the joint counts at the normal-theory size (multinomial rows,
+the same groups gated) and the size is corrected by their reach. A student whose change
+reaches twice the bound decides differently on at least that many more rows: for change
+bounds the plan adds that much disagreement. The student's disagreement with the teacher
+comes from a report (its joint counts), or from ``--disagreement`` (default 5% of every
+group's rows, every rate kept) when planning from the teacher alone.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +59,7 @@ class PlanRow:
     bound: str
     limit: float
     se: float  # of the checked quantity at this audit's size; NaN: no estimate
-    detectable: float  # the value detected with 80% power now (edge ± (z(1−γ) + z(0.8)) se)
+    detectable: float  # the value detected with 80% power now; NaN when inconclusive fails
     factor: float  # rows needed / rows now; NaN: no estimate
     rows: int
     smallest: int  # rows of the smallest gated group the metric reads
@@ -114,6 +117,18 @@ def assumed_student(cells: np.ndarray, disagreement: float) -> np.ndarray:
     return out
 
 
+def more_disagreement(cells: np.ndarray, extra: float) -> np.ndarray:
+    """Joint counts with ``extra`` more of every group's and label's rows decided
+    differently by the student, half each way (so that every rate stays)."""
+    out = np.asarray(cells, np.float64).copy()
+    rows = out.sum(axis=(2, 3))  # [G, y]
+    for yt in (0, 1):
+        move = np.minimum(out[:, :, yt, yt], extra / 2 * rows)
+        out[:, :, yt, yt] -= move
+        out[:, :, yt, 1 - yt] += move
+    return out
+
+
 def plan_counts(policy: Policy, counts: dict[Grouping, GroupingCounts], rows: int,
                 source: str) -> PlanResult:
     """Plan rows for every bound of every check, from joint counts (student included)."""
@@ -124,10 +139,12 @@ def plan_counts(policy: Policy, counts: dict[Grouping, GroupingCounts], rows: in
     out: list[PlanRow] = []
     rule = ""
     for check, key in check_keys(policy, groupings):
-        k, rule = multiplier(policy, st.inconclusive_for(check))
+        on_inconclusive = st.inconclusive_for(check)
+        k, rule = multiplier(policy, on_inconclusive)
         metric = CATALOGUE[check.metric]
         gc = counts[key.grouping] if key.grouping is not None else next(iter(counts.values()))
-        ses, smallest, note = _standard_errors(metric.name, gc, settings, key.grouping is None)
+        ses, smallest, note, smooth = _standard_errors(metric.name, gc, settings,
+                                                       key.grouping is None)
         for bound, limit in check.bounds().items():
             quantity, upper, sign = _QUANTITY[bound]
             edge = sign * limit
@@ -138,20 +155,111 @@ def plan_counts(policy: Policy, counts: dict[Grouping, GroupingCounts], rows: in
                 se = ses[2] / abs(teacher) if teacher else math.nan
                 why = why or ("the teacher's value is 0: a relative change is undefined"
                               if not teacher else "")
-            step = (float(ndtri(1 - (1 - st.confidence) * (1 - BETA_SHARE) / 2))
-                    + float(ndtri(POWER))) * se
-            found = edge + step if upper else edge - step
-            factor = (k * se / abs(limit)) ** 2 if limit else (math.inf if se > 0 else math.nan)
+            if not math.isfinite(se):
+                out.append(PlanRow(check.id, metric.name, key.grouping, bound, limit, se,
+                                   math.nan, math.nan, rows, smallest, why))
+                continue
+            if st.mode == "estimate" or smooth:
+                # one piece attains each max, clearly: the interval is the smooth one, and
+                # normal theory gives the sizes (k of the module docstring)
+                fails = st.mode != "estimate" and on_inconclusive == "fail"
+                reach = math.nan if fails else (
+                    float(ndtri(POWER)) * se if st.mode == "estimate" else
+                    (k - float(ndtri(1 - FALSE_FAIL)) + float(ndtri(POWER))) * se
+                    if fails else k * se)
+                factor = (k * se / abs(limit)) ** 2 if limit else math.inf
+            else:
+                fails = on_inconclusive == "fail"
+                # a student whose change reaches twice the bound decides differently on at
+                # least that many more rows: plan with that much more disagreement
+                table = gc if quantity == "student" or fails else GroupingCounts(
+                    gc.grouping, gc.groups, more_disagreement(gc.cells, 2 * abs(limit)))
+                need = _Needs(key, table, settings, quantity, upper, se, fails)
+                factor = need.smallest_factor(abs(limit), (k * se / abs(limit)) ** 2
+                                              if limit else math.inf)
+                # what the audit detects now, from the same simulated audits' reach scaled
+                # back (for a rule that fails inconclusive results the question is false
+                # fails: no detectable value is quoted)
+                reach = math.nan if fails else abs(limit) * math.sqrt(factor / 1.05)
+            found = edge + reach if upper else edge - reach
             out.append(PlanRow(check.id, metric.name, key.grouping, bound, limit, se, found,
-                               factor if math.isfinite(se) else math.nan, rows, smallest,
-                               why if not math.isfinite(se) else ""))
+                               factor, rows, smallest))
     return PlanResult(out, rows, source, rule)
 
 
+#: Audits simulated, and copies drawn for each, at every audit size tried while planning.
+PLAN_AUDITS = 60
+PLAN_RESAMPLES = 200
+
+
+class _Needs:
+    """How far beyond a bound the gate's rule needs the truth to be, at a scaled audit.
+
+    At ``f`` times the rows (the same group mix, the same groups gated) PLAN_AUDITS audits
+    are drawn from the joint counts (multinomial rows) and each gets its uniform interval.
+    The interval rule detects a truth beyond the edge when the interval's near end clears
+    it: with the truth shifted by the audits' own error, the reach is the POWER quantile of
+    (near half-width − estimate error). A rule that fails inconclusive results fails an
+    unchanged student when the far end crosses the edge: its reach is the 1 − FALSE_FAIL
+    quantile of (far half-width + estimate error). A bound is resolved when its own size
+    covers the reach. Simulating the audits counts what a formula misses: at near ties the
+    interval is wider, and its near end varies more, than the estimate's standard error.
+    """
+
+    def __init__(self, key: Any, gc: GroupingCounts, settings: Settings, quantity: str,
+                 upper: bool, se: float, fails: bool) -> None:
+        self.key, self.gc, self.settings = key, gc, settings
+        self.quantity, self.upper, self.se, self.fails = quantity, upper, se, fails
+
+    def reach(self, f: float) -> float:
+        from fairgate.core.evaluate import compute_values
+
+        cells = np.asarray(self.gc.cells, np.float64) * f
+        total = round(cells.sum())
+        settings = Settings(max(1, round(self.settings.min_group_size * f)),
+                            self.settings.reference_groups, self.settings.confidence,
+                            PLAN_RESAMPLES, self.settings.seed)
+        truth = getattr(compute_values([self.key], {self.gc.grouping: self.gc},
+                                       Settings(self.settings.min_group_size,
+                                                self.settings.reference_groups,
+                                                self.settings.confidence, 0, 0))[self.key],
+                        self.quantity)
+        rng = np.random.default_rng([self.settings.seed, 17])
+        draws = rng.multinomial(total, (cells / cells.sum()).reshape(-1), size=PLAN_AUDITS)
+        out = []
+        for i, draw in enumerate(draws):
+            scaled = GroupingCounts(self.gc.grouping, self.gc.groups,
+                                    draw.reshape(self.gc.cells.shape))
+            value = compute_values([self.key], {self.gc.grouping: scaled},
+                                   replace(settings, seed=self.settings.seed * 1009 + i)
+                                   )[self.key]
+            iv, est = getattr(value, f"{self.quantity}_interval"), getattr(value, self.quantity)
+            if iv is None or not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
+                out.append(math.inf)
+                continue
+            error = (est - truth) if self.upper else (truth - est)
+            near = (est - iv.lo) if self.upper else (iv.hi - est)
+            far = (iv.hi - est) if self.upper else (est - iv.lo)
+            out.append(far + error if self.fails else near - error)
+        level = 1 - FALSE_FAIL if self.fails else POWER
+        return float(np.quantile(np.array(out), level, method="higher"))
+
+    def smallest_factor(self, size: float, guess: float) -> float:
+        """f with reach(f) ≈ size: the reach falls about as 1/√f, so the simulated audits
+        at the normal-theory guess correct it (then 5% more rows, for the noise of 60
+        simulated audits); inf past 10,000 times the rows."""
+        if not size or not math.isfinite(guess) or guess <= 0:
+            return math.inf if not size else guess
+        r = self.reach(guess)
+        f = guess * (r / size) ** 2 if math.isfinite(r) else math.inf
+        return f * 1.05 if f <= 1e4 else math.inf
+
+
 def _standard_errors(name: str, gc: GroupingCounts, settings: Settings, overall: bool
-                     ) -> tuple[tuple[float, float, float, float], int, str]:
-    """(teacher se, student se, change se, teacher value), the smallest gated group, and a
-    note when there is no estimate."""
+                     ) -> tuple[tuple[float, float, float, float], int, str, bool]:
+    """(teacher se, student se, change se, teacher value), the smallest gated group, a note
+    when there is no estimate, and whether one piece clearly attains each model's max (then
+    the intervals are the smooth ones and sizes need no simulated audits)."""
     nan4 = (math.nan, math.nan, math.nan, math.nan)
     ctx = context_for(gc, settings)
     smallest = int(gc.sizes[ctx.gated].min()) if ctx.gated.any() else 0
@@ -164,15 +272,16 @@ def _standard_errors(name: str, gc: GroupingCounts, settings: Settings, overall:
         shape = SHAPES.get(name)
     if shape is None or metric.paired or metric.derived is not None:
         return nan4, smallest, ("no size estimate for this metric (it is not a rate, a gap or "
-                                "a worst group)")
+                                "a worst group)"), False
     teacher = float(metric.compute(GroupingCounts.teacher(gc.cells), ctx))
     if math.isnan(teacher):
-        return nan4, smallest, "undefined on this audit set"
+        return nan4, smallest, "undefined on this audit set", False
     plan = Plan(shape, gc.cells, ctx, settings.confidence, metric.lo, metric.hi)
     if not plan.ok:
-        return nan4, smallest, "too many indistinguishable groups for an estimate"
+        return nan4, smallest, "too many indistinguishable groups for an estimate", False
     t, s, d = plan.standard_errors()
-    return (t, s, d, teacher), smallest, ""
+    smooth = overall or all(len(k) == 1 for k, _ in plan.screened)
+    return (t, s, d, teacher), smallest, "", smooth
 
 
 def counts_from_report(report: dict[str, Any], policy: Policy) -> tuple[dict[Grouping, GroupingCounts], int]:

@@ -173,6 +173,13 @@ class Pieces:
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         """Piece values ``[..., K]`` of rate columns ``x[..., Q]``."""
+        if (self.den < 0).all():  # sums of rates (gaps, groups): no ratio term
+            out = np.zeros((*x.shape[:-1], self.size))
+            for t in range(self.coef.shape[1]):
+                c = self.coef[:, t]
+                if c.any():
+                    out += c * x[..., self.num[:, t]]
+            return out
         top = x[..., self.num]
         bottom = np.where(self.den >= 0, x[..., np.maximum(self.den, 0)], 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -769,7 +776,8 @@ def _simultaneous(boot: np.ndarray, point: np.ndarray, sd: np.ndarray, side: np.
     each coordinate's bound gets. With one coordinate this is the percentile bound at
     ``level``; percentiles follow the skew of rates near 0 and of ratios, and a copy at the
     edge of several coordinates counts once. Only ranks up to level · B can matter, so each
-    coordinate needs its ⌈level · B⌉ smallest values (a partition, not a sort).
+    coordinate needs its ⌈level · B⌉ smallest values (a partition, not a sort); tied values
+    get distinct ranks, which can only lower r (wider bounds).
     Floor: never closer to the point than FLOOR normal quantiles of the analytic standard
     deviation, so a small group whose copies show no discordant row keeps its width.
     """
@@ -778,19 +786,22 @@ def _simultaneous(boot: np.ndarray, point: np.ndarray, sd: np.ndarray, side: np.
     if point.size == 0 or n == 0:
         return np.where(side > 0, -np.inf, np.inf)
     y = side * boot  # every bound a lower bound of side · x
-    y = np.where(np.isnan(y), -np.inf, y)  # an undefined coordinate counts as breaking it
+    if np.isnan(y).any():
+        y = np.where(np.isnan(y), -np.inf, y)  # an undefined coordinate counts as breaking it
     allowed = int(np.floor(level * n))  # copies that may break a bound
     depth = min(n, allowed + 2)
-    low = np.sort(np.partition(y, depth - 1, axis=0)[:depth], axis=0)  # [depth, K]
-    # rank of each copy in each coordinate, where it is among the `depth` smallest
-    near = y <= low[-1]
-    rank = np.full(y.shape, n + 1, dtype=np.int64)
-    rows, cols = np.nonzero(near)
-    rank[rows, cols] = (low[:, cols] <= y[rows, cols]).sum(axis=0)
+    yt = np.ascontiguousarray(y.T)  # [K, B]: each coordinate's copies in one row
+    rows = np.argpartition(yt, depth - 1, axis=1)[:, :depth]  # [K, depth] the smallest
+    order = np.argsort(np.take_along_axis(yt, rows, axis=1), axis=1, kind="stable")
+    rows = np.take_along_axis(rows, order, axis=1)
+    low = np.take_along_axis(yt, rows, axis=1)  # sorted, [K, depth]
+    best = np.full(n, n + 1, dtype=np.int32)  # per copy, the smallest rank it gets
+    ranks = np.broadcast_to(np.arange(1, depth + 1, dtype=np.int32), rows.shape)
+    np.minimum.at(best, rows.reshape(-1), ranks.reshape(-1))
     # a copy breaks the bounds at rank r when some coordinate ranks it below r: the largest
     # r that at most `allowed` copies break is the (allowed + 1)-th smallest of their ranks
-    r = min(int(np.partition(rank.min(axis=1), allowed)[allowed]), depth)
-    bound = low[r - 1]
+    r = min(int(np.partition(best, allowed)[allowed]), depth)
+    bound = low[:, r - 1]
     a = r / n
     floor = side * point - FLOOR * float(ndtri(1.0 - a)) * np.where(np.isfinite(sd), sd, 0.0)
     return side * np.minimum(bound, floor)
