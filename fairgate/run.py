@@ -219,7 +219,8 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     t1 = time.perf_counter()
     st = policy.statistics
     settings = Settings(audit.min_group_size, dict(audit.reference_groups), st.confidence,
-                        st.resamples, st.seed, derived, policy.multiclass is not None)
+                        st.resamples, st.seed, derived, policy.multiclass is not None,
+                        st.interval)
     checks = check_keys(policy, groupings)
     kpi_keys = kpi_keys_of(policy, groupings, reference is not None)
     values = compute_values([k for _, k in checks] + kpi_keys, counted.counts, settings)
@@ -291,7 +292,8 @@ def score_metric_values(
     t, s = ex["teacher_score"].astype(np.float64), ex["student_score"].astype(np.float64)
     points = score_points(y, t, s, groups, bins=bins)
     values = score_values(wanted, y, t, s, groups, bins=bins, resamples=resamples,
-                          confidence=settings.confidence, seed=settings.seed, points=points)
+                          confidence=settings.confidence, seed=settings.seed, points=points,
+                          interval=settings.interval)
     table = score_group_table(y, t, s, groups, bins=bins, points=points)
     return values, [{k: (num(v) if isinstance(v, float) else v) for k, v in row.items()}
                     for row in table]

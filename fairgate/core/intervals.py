@@ -305,6 +305,17 @@ def worst_group(rate_name: str) -> Shape:
     return Shape((rate_name,), build, sign=-1.0)
 
 
+def highest_group(rate_name: str) -> Shape:
+    """The highest value of any gated group (the worst Brier score or calibration error)."""
+
+    def build(layout: Layout, ctx: Context, lo: np.ndarray, hi: np.ndarray) -> Pieces | None:
+        cols = layout.col(rate_name, ctx.gated_index)
+        top, _ = _top_groups(lo, hi, cols)
+        return Pieces.of([[(1.0, int(cols[i]), -1)] for i in top])
+
+    return Shape((rate_name,), build)
+
+
 def _others(ctx: Context) -> np.ndarray:
     gated = ctx.gated_index
     return gated[gated != ctx.reference]
@@ -863,4 +874,60 @@ def whole(terms: tuple[tuple[float, str], ...]) -> Shape:
 WHOLE: dict[str, Shape] = {
     **{r: whole(((1.0, r),)) for r in RATES},
     "balanced_accuracy": whole(((0.5, "tpr"), (0.5, "tnr"))),
+}
+
+
+class ValuePlan(Plan):
+    """The same construction on per-group values that are not rates of counts (ROC AUC,
+    Brier score, calibration error per group, from scores.py's row bootstrap).
+
+    No Clopper-Pearson screen and no delta method: every pair (or group) is a candidate, and
+    the standard deviations, for the pairwise screen and the floor, are those of the
+    copies themselves. ``point[model, G]``, ``boot[B, model, G]`` (undefined copies out).
+    """
+
+    def __init__(self, shape: Shape, point: np.ndarray, boot: np.ndarray, ctx: Context,
+                 confidence: float, lo: float, hi: float) -> None:
+        self.shape, self.ctx = shape, ctx
+        groups = point.shape[-1]
+        self.layout = Layout(shape.rates, groups)
+        self.range = (lo, hi)
+        alpha = 1.0 - confidence
+        self.beta = BETA_SHARE * alpha
+        self.gamma = (alpha - self.beta) / 2
+        pad = np.full((*boot.shape[:1], 1), np.nan)
+        self.point = [np.r_[point[m], np.nan] for m in range(2)]
+        self.columns = [np.concatenate([boot[:, m], pad], axis=1) for m in range(2)]
+        self.ok = False
+        raw = shape.build(self.layout, ctx, np.full(self.layout.size, -np.inf),
+                          np.full(self.layout.size, np.inf))
+        if raw is None or raw.size == 0 or raw.size > MAX_PIECES:
+            return
+        self.raw = raw
+        self.prescreened = [np.arange(raw.size), np.arange(raw.size)]
+        self.grad = [raw.gradient(self.point[m]) for m in range(2)]
+        points = [raw.evaluate(self.point[m]) for m in range(2)]
+        self.screened = [self._screen(m, points[m]) for m in range(2)]
+        self.ok = all(len(k) for k, _ in self.screened)
+        self.cols = np.arange(self.layout.size)
+
+    def _var(self, model: np.ndarray, cols: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """SD over the copies of Σ_e a[k, e] · column[k, e] (of ``model[k, e]``)."""
+        # each model's terms summed apart, then subtracted: identical models give a change
+        # whose copies are exactly 0 (an SD of exactly 0, not of rounding)
+        totals = [np.zeros((len(self.columns[0]), cols.shape[0])) for _ in range(2)]
+        for e in range(cols.shape[1]):
+            for m in range(2):
+                take = (model[:, e] == m) & (a[:, e] != 0)
+                if take.any():
+                    x = self.columns[m][:, cols[:, e]]
+                    totals[m] += np.where(take, a[:, e] * x, 0.0)
+        total = totals[1] + totals[0]
+        return np.nanstd(total, axis=0) if len(total) > 1 else np.zeros(cols.shape[0])
+
+
+#: Score metrics (scores.py) that are a max or min of per-group values.
+SCORE_SHAPES: dict[str, Callable[[bool], Shape]] = {
+    "difference": lambda higher: pairs(("value",), "difference"),
+    "worst": lambda higher: worst_group("value") if higher else highest_group("value"),
 }

@@ -37,7 +37,7 @@ import numpy as np
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import MetricKey, MetricValue
 from fairgate.core.metrics import SCORE_METRICS, Family, ScoreMetricSpec
-from fairgate.core.stats import percentile_interval, rng_for
+from fairgate.core.stats import Interval, percentile_interval, rng_for
 from fairgate.errors import DataError
 
 if TYPE_CHECKING:
@@ -452,8 +452,12 @@ def score_values(
     confidence: float,
     seed: int,
     points: ScorePoints | None = None,
+    interval: str = "uniform",
 ) -> dict[MetricKey, MetricValue]:
     """Teacher, student and paired change of score metrics, with paired bootstrap intervals.
+
+    ``interval`` "uniform": max − min and worst-group metrics get intervals that hold at ties
+    (fairgate.core.intervals.ValuePlan); "percentile": every interval the percentile one.
 
     ``keys``: metrics of :data:`SCORE_METRICS`, grouping None for overall scope. ``y`` is the
     positive class; scores are positive-class probabilities (DataError otherwise). Intervals
@@ -500,8 +504,37 @@ def score_values(
                          student_interval=percentile_interval(bs, confidence),
                          delta_interval=percentile_interval(bs - bt, confidence),
                          relative_interval=percentile_interval(brel, confidence))
+            if spec.aggregate != "overall" and interval == "uniform":
+                value.update(_uniform(spec, points.values[part][:, f], vals, gated, bt, bs,
+                                      t, s, confidence))
         out[key] = MetricValue(**value)  # type: ignore[arg-type]
     return out
+
+
+def _uniform(spec: ScoreMetricSpec, point: np.ndarray, vals: np.ndarray, gated: np.ndarray,
+             bt: np.ndarray, bs: np.ndarray, t: float, s: float, confidence: float
+             ) -> dict[str, Interval]:
+    """Intervals that hold at ties for a max − min or worst-group score metric: the
+    construction of fairgate.core.intervals on the per-group values of the copies
+    (ValuePlan), over the copies in which the metric is defined. ``point[model, G]``."""
+    from fairgate.core.intervals import SCORE_SHAPES, ValuePlan
+    from fairgate.core.metrics import Context
+
+    defined = np.isfinite(bt) & np.isfinite(bs)
+    if not (defined.any() and math.isfinite(t) and math.isfinite(s)):
+        return {}
+    share = float(defined.mean())
+    shape = SCORE_SHAPES[spec.aggregate](spec.higher_is_better)
+    plan = ValuePlan(shape, point, vals[defined], Context(np.asarray(gated, bool)),
+                     confidence, spec.lo, spec.hi)
+    if not plan.ok:
+        return {}
+    res = plan.finish(plan.columns[0], plan.columns[1])
+    if res is None:
+        return {}
+    return {"teacher_interval": Interval(*res.teacher, share, res.se[0]),
+            "student_interval": Interval(*res.student, share, res.se[1]),
+            "delta_interval": Interval(*res.delta, share, res.se[2])}
 
 
 def _bootstrap(keys: list[MetricKey], y: np.ndarray, teacher: np.ndarray, student: np.ndarray,

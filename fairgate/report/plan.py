@@ -32,7 +32,8 @@ def render_plan(result: PlanResult) -> str:
                           f"{r.bound} {r.limit:g}", "—", "—", "—", "—", r.note])
             continue
         signed = r.bound != "max" and r.bound != "min"
-        found = f"{r.detectable:+.4f}" if signed else f"{r.detectable:.4f}"
+        found = "—" if math.isnan(r.detectable) else (
+            f"{r.detectable:+.4f}" if signed else f"{r.detectable:.4f}")
         needed = None if r.rows_needed is None else math.ceil(r.smallest * max(r.factor, 0.0))
         table.append([safe.terminal(r.check), safe.terminal(_where(r)), f"{r.bound} {r.limit:g}",
                       f"{r.se:.4f}", found, _rows(r.rows_needed),
