@@ -4,6 +4,7 @@ Not a test: prints figures and ratios. Run from the repository root:
 
     python benchmarks/bench_statistics.py                # (a) and (b)
     python benchmarks/bench_statistics.py --coverage     # also (c), about a minute
+    python benchmarks/bench_statistics.py --intervals    # (d) only: uniform vs percentile
 
 (a) 1M rows of predictions, 12 groups: fairgate's counting pass and its statistics part
     (KPI table of both models with 2,000 paired resamples, McNemar per group with Holm)
@@ -11,6 +12,8 @@ Not a test: prints figures and ratios. Run from the repository root:
     with a small n_boot (fairlearn's bootstrap refits the frame on resampled rows).
 (b) the statistics part alone at 10k, 100k, 1M and 10M rows: it reads the joint counts,
     never the rows, so it should not grow with the audit set.
+(d) ``--intervals``: the statistics part at 1M rows with uniform intervals (the default
+    since issue 11) against percentile ones, interleaved.
 (c) coverage of the 95% interval of the change near zero gaps, where max − min metrics
     are biased (the test suite asserts coverage only for clearly separated groups).
 
@@ -85,10 +88,12 @@ def count_direct(rows: int, seed: int, chunk: int = 1_000_000) -> dict[Grouping,
     return {GROUPING: GroupingCounts(GROUPING, groups, cells.reshape(GROUPS, 2, 2, 2))}
 
 
-def statistics_part(counts: dict[Grouping, GroupingCounts], resamples: int = RESAMPLES) -> None:
-    """What run_gate does after counting: the KPI table with intervals, then group rows."""
+def statistics_part(counts: dict[Grouping, GroupingCounts], resamples: int = RESAMPLES,
+                    interval: str = "uniform") -> None:
+    """What run_gate does after counting: the KPI table with intervals, then group rows.
+    ``interval``: statistics.interval (uniform, the default since issue 11, or percentile)."""
     settings = Settings(min_group_size=30, reference_groups={}, confidence=0.95,
-                        resamples=resamples, seed=0)
+                        resamples=resamples, seed=0, interval=interval)  # type: ignore[arg-type]
     keys = [MetricKey(m, None if CATALOGUE[m].scope == "overall" else GROUPING)
             for m in KPI_METRICS]
     compute_values(keys, counts, settings)
@@ -193,6 +198,30 @@ def part_b(sizes: list[int], repeats: int) -> None:
               f"CPU min {min(cpu[10_000_000]) / min(cpu[100_000]):.2f}")
 
 
+def part_d(rows: int, repeats: int) -> None:
+    """(d) the statistics part at ``rows`` with uniform intervals (the default) against
+    percentile ones (before issue 11), in interleaved rounds."""
+    counts = count_direct(rows, seed=rows)
+    methods = ("uniform", "percentile")
+    for m in methods:
+        statistics_part(counts, interval=m)  # warm-up
+    wall: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(repeats):
+        for m in methods:
+            w, c = time.perf_counter(), time.process_time()
+            statistics_part(counts, interval=m)
+            wall[m].append(time.perf_counter() - w)
+            cpu[m].append(time.process_time() - c)
+    print(f"\n(d) statistics part at {rows:,} rows, {GROUPS} groups, {RESAMPLES:,} resamples, "
+          f"{repeats} interleaved rounds: wall min / median, CPU min")
+    for m in methods:
+        print(f"  {m:10s}: {min(wall[m]):6.3f} / {statistics.median(wall[m]):6.3f} s, "
+              f"CPU {min(cpu[m]):6.3f} s")
+    print(f"  ratio uniform / percentile: wall min {min(wall['uniform']) / min(wall['percentile']):.2f}, "
+          f"CPU min {min(cpu['uniform']) / min(cpu['percentile']):.2f}")
+
+
 # ----------------------------------------------------------------------------- (c) coverage
 
 
@@ -277,8 +306,14 @@ def main() -> None:
                         help="audit-set sizes for part (b)")
     parser.add_argument("--coverage", action="store_true", help="also run part (c)")
     parser.add_argument("--skip-a", action="store_true", help="skip part (a) (fairlearn is slow)")
+    parser.add_argument("--intervals", action="store_true",
+                        help="only part (d): uniform against percentile intervals at --rows")
     args = parser.parse_args()
     print(machine_note())
+    if args.intervals:
+        part_d(args.rows, args.repeats)
+        print(f"\n{machine_note()}")
+        return
     if not args.skip_a:
         part_a(args.rows, args.fairlearn_boot, args.repeats)
     part_b([int(x) for x in args.sizes.split(",")], args.repeats)
