@@ -230,7 +230,7 @@ def _tracked(logged: list[Any], *, required: bool, own: str, report: Any = None,
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from fairgate.integrations.github import publish_tracking
 
-        publish_tracking(lines, logged[0], promoted is not None and promoted[1])
+        publish_tracking(lines, logged[0], None if promoted is None else promoted[1])
     if promoted is not None and not promoted[1]:
         raise TrackingError(f"{promoted[0]}; {own}")
     missed = [names[i] if names else "" for i, one in enumerate(logged) if not one.ok]

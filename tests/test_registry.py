@@ -35,9 +35,10 @@ with warnings.catch_warnings():  # mlflow.pyfunc warns about its own type hints 
 
 from fairgate.errors import UsageError
 from fairgate.inputs.sources import model_source
-from fairgate.integrations.mlflow_worker import Worker
+from fairgate.integrations.mlflow_worker import Bounds, MlflowStore, RestStore, Worker
 from tests.conftest import EXAMPLE
 from tests.mlflow_server import FaultyServer, MlflowServer, free_port
+from tests.test_github import parse_file_command
 
 POLICY = (EXAMPLE / "policy.yaml").read_text().replace("resamples: 2000", "resamples: 200")
 DATA = EXAMPLE / "audit.parquet"
@@ -214,16 +215,25 @@ def test_a_uri_needs_a_store(run_cli, policy: Path) -> None:
 
 
 def test_gate_alias_against_version_stamps_and_promotes_on_pass(registry, run_cli, policy,
-                                                                monkeypatch) -> None:
+                                                                monkeypatch, tmp_path) -> None:
     client: MlflowClient = registry["client"]
     client.set_registered_model_alias(MODEL, "prod-a", "1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    outputs, summary = tmp_path / "github-output", tmp_path / "github-summary"
+    for name, value in (("GITHUB_ACTIONS", "true"), ("GITHUB_OUTPUT", str(outputs)),
+                        ("GITHUB_STEP_SUMMARY", str(summary))):
+        monkeypatch.setenv(name, value)
     r = gate(run_cli, policy, f"models:/{MODEL}@prod-a", f"models:/{MODEL}/2", "--promote",
              "prod-a")
     report = r.report
     assert r.exit_code == 0 == report["exit_code"], r.stderr
     assert "MLflow: promoted credit@prod-a to v2 (it pointed to v1)" in r.stdout
     assert client.get_model_version_by_alias(MODEL, "prod-a").version == "2"
+    steps = parse_file_command(outputs.read_text())  # the action's step outputs
+    assert (steps["promoted"], steps["mlflow-run-id"]) == ("true", report["mlflow"]["run_id"])
+    assert "promoted credit@prod-a to v2 (it pointed to v1)" in summary.read_text()
+    for name in ("GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name)
 
     # what was gated, exactly: name, version, alias, source run and every file's sha256
     teacher, student = (report["inputs"][m]["source"] for m in ("teacher", "student"))
@@ -276,11 +286,15 @@ def test_gate_alias_against_version_stamps_and_promotes_on_pass(registry, run_cl
     assert r.report["warnings"] and r.report["mlflow"]["promotion"]["status"] == "unchanged"
 
 
-def test_failed_gate_is_stamped_and_never_promoted(registry, run_cli, policy,
-                                                   monkeypatch) -> None:
+@pytest.mark.parametrize("client_kind", ["rest", "mlflow"])
+def test_failed_gate_is_stamped_and_never_promoted(registry, run_cli, policy, monkeypatch,
+                                                   client_kind: str) -> None:
+    """Also through mlflow's own client (what a local store, or a plugin, uses)."""
     client: MlflowClient = registry["client"]
     client.set_registered_model_alias(MODEL, "prod-b", "1")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registry["uri"])
+    if client_kind == "mlflow":
+        monkeypatch.setenv("FAIRGATE_MLFLOW_CLIENT", "mlflow")
     r = gate(run_cli, policy, f"models:/{MODEL}@prod-b", f"models:/{MODEL}/3", "--promote",
              "prod-b")
     report = r.report
@@ -294,7 +308,12 @@ def test_failed_gate_is_stamped_and_never_promoted(registry, run_cli, policy,
     assert "fairgate.promotion.status" not in run.data.tags
     tags = client.get_model_version(MODEL, "3").tags
     assert (tags["fairgate.verdict"], tags["fairgate.passed"]) == ("fail", "false")
+    assert tags["fairgate.run_id"] == run.info.run_id
     assert report["mlflow"]["promotion"] is None
+    assert {m.model_id for m in run.inputs.model_inputs} == {registry["teacher"][0],
+                                                              registry["student_pruned"][0]}
+    assert run.inputs.dataset_inputs[0].dataset.name == "audit.parquet"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"report.json", "kpis.csv"}
 
 
 def test_models_the_gate_must_refuse(registry, run_cli, policy, monkeypatch) -> None:
@@ -378,14 +397,20 @@ def test_promotion_refused_when_the_alias_moved_during_the_gate(registry) -> Non
     student was never compared with v3, so it is not promoted over it."""
     client: MlflowClient = registry["client"]
     client.set_registered_model_alias(MODEL, "prod-e", "3")
-    events: list[dict[str, Any]] = []
-    worker = Worker({"tracking_uri": registry["uri"], "experiment": "x", "timeout": 10},
-                    events.append)
-    worker.client = client
-    out = worker.promote({"name": MODEL, "alias": "prod-e", "version": "2", "expect": "1"})
-    assert out["status"] == "refused" and out["previous_version"] == "3"
-    assert "alias prod-e moved from v1 to v3 while the gate ran" in out["reason"]
-    assert client.get_model_version_by_alias(MODEL, "prod-e").version == "3" and not events
+    for store in (RestStore(registry["uri"], {}, Bounds()), MlflowStore(registry["uri"], Bounds())):
+        events: list[dict[str, Any]] = []
+        worker = Worker({"tracking_uri": registry["uri"], "experiment": "x", "timeout": 10},
+                        events.append, store)
+        out = worker.promote({"name": MODEL, "alias": "prod-e", "version": "2", "expect": "1"})
+        assert out["status"] == "refused" and out["previous_version"] == "3"
+        assert "alias prod-e moved from v1 to v3 while the gate ran" in out["reason"]
+        assert client.get_model_version_by_alias(MODEL, "prod-e").version == "3" and not events
+        assert worker.promote({"name": MODEL, "alias": "prod-e", "version": "3"})["status"] == \
+            "unchanged"
+        assert worker.promote({"name": MODEL, "alias": "nobody-yet", "version": "2"}) == {
+            "alias": "nobody-yet", "name": MODEL, "version": "2", "previous_version": None,
+            "status": "promoted", "reason": None}
+        client.delete_registered_model_alias(MODEL, "nobody-yet")
 
 
 def test_compare_candidates_from_the_registry(registry, run_cli, policy, monkeypatch,

@@ -476,6 +476,7 @@ def test_run_holds_params_metrics_tags_and_artifacts(server, synthetic, write_po
     got.mkdir()
     logged_report = json.loads(download(client, run.info.run_id, "report.json", got).read_text())
     local = dict(report)
+    assert 0 < local["mlflow"].pop("seconds_after_gate") < 60
     assert local.pop("mlflow") == {  # what MLflow holds, added to the local copy afterwards
         "logged": True, "error": None, "tracking_uri": server.uri,
         "experiment_id": run.info.experiment_id, "run_id": run.info.run_id,
@@ -636,8 +637,12 @@ def test_slow_server_leaves_an_incomplete_run_marked_failed(server, synthetic, w
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", slow.uri)
         r = gate(run_cli, write_policy(with_mlflow(SYNTHETIC_POLICY, timeout=2)), synthetic)
-        assert_not_logged(r, baseline, False, "did not finish within 2 s (mlflow.timeout); run ")
-        run_id = re.search(r"run ([0-9a-f]{32}) was started there and is incomplete", r.stderr)
+        # either the request timed out in time to say so, or the wait did (2 s)
+        assert_not_logged(r, baseline, False, "MLflow: run NOT logged")
+        assert ("the server accepted the connection but did not answer in time" in r.stderr
+                or "did not finish within 2 s (mlflow.timeout)" in r.stderr), r.stderr
+        run_id = re.search(r"run ([0-9a-f]{32}) was started there and is (incomplete|marked "
+                           r"FAILED)", r.stderr)
         assert run_id, r.stderr
         client = MlflowClient(server.uri)
         deadline = time.monotonic() + 30  # the abandoned worker marks it once the call returns

@@ -181,13 +181,16 @@ def publish(report: GateReport, out: Path, env: Mapping[str, str] | None = None,
                                   title="fairgate"))
 
 
-def publish_tracking(lines: list[str], logged: Any, promoted: bool,
+def publish_tracking(lines: list[str], logged: Any, promoted: bool | None,
                      env: Mapping[str, str] | None = None) -> None:
     """After MLflow logging: its lines in the step summary, and the step outputs
-    ``mlflow-run-id`` and ``promoted`` (``true`` when --promote moved or kept the alias)."""
+    ``mlflow-run-id`` and, when --promote was asked, ``promoted`` (``true`` when the alias
+    now points to the student's version)."""
     env = os.environ if env is None else env
     summary = "".join(f"- {markdown(line)}\n" for line in lines)
-    values = {"mlflow-run-id": logged.run_id or "", "promoted": "true" if promoted else "false"}
+    values = {"mlflow-run-id": logged.run_id or ""}
+    if promoted is not None:
+        values["promoted"] = "true" if promoted else "false"
     for var, text in (("GITHUB_STEP_SUMMARY", "\n**MLflow**\n\n" + summary),
                       ("GITHUB_OUTPUT", format_outputs(values))):
         path = env.get(var)

@@ -57,7 +57,7 @@ from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
 from fairgate.inputs.sources import model_label
-from fairgate.integrations.mlflow_worker import GRACE, http_settings
+from fairgate.integrations.mlflow_worker import GRACE, RestStore, http_settings
 from fairgate.integrations.mlflow_worker import why as why
 from fairgate.policy import LoadedPolicy
 from fairgate.report import safe
@@ -897,6 +897,7 @@ class Logged:
                 or None, "experiment_id": self.experiment_id, "run_id": self.run_id,
                 "run_name": self.run_name, "run_url": self.run_url,
                 "model_version": self.stamp, "promotion": self.promotion,
+                "seconds_after_gate": round(self.seconds, 3),
                 **({"link_error": self.link_error} if self.link_error else {})}
 
 
@@ -910,7 +911,7 @@ def _user() -> str:
 #: The child's program: the folder holding the fairgate package goes first on its path
 #: (replacing the working directory, whose files must not shadow mlflow's imports).
 _BOOT = ("import sys; sys.path[0] = sys.argv[1]; "
-         "from fairgate.integrations.mlflow_worker import main; main()")
+         "from fairgate.integrations.mlflow_worker import main; main(sys.argv[2] == 'prefetch')")
 #: Logging processes the CLI stopped waiting for: they end by themselves (end of input, or
 #: their watchdog); kept here so that they are never waited for, nor warned about.
 _DETACHED: list[subprocess.Popen[str]] = []
@@ -948,8 +949,12 @@ class Logger:
         self.proc: subprocess.Popen[str] | None = None
         self.failed_start: str | None = None
         try:
+            # a server this module's REST client speaks to needs no mlflow import at all;
+            # anything else (the default sqlite store) starts importing it at once
+            uri = self.env.get("MLFLOW_TRACKING_URI", "").strip() or None
+            prefetch = "no" if RestStore.usable(uri, self.env) else "prefetch"
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, root], stdin=subprocess.PIPE,
+                [sys.executable, "-c", _BOOT, root, prefetch], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, text=True,
                 encoding="utf-8")
         except OSError as e:  # no process to be had: the gate goes on, unlogged
@@ -1094,7 +1099,9 @@ class Logger:
                   "run_name": name, "run_url": url, "stamp": r.get("stamp"),
                   "promotion": r.get("promotion"), "link_error": r.get("link_error")}
         if not r["ok"]:
-            return Logged(False, f"MLflow: run NOT logged to {where}: {r['error']}. "
+            state = "marked FAILED" if r.get("marked_failed") else "incomplete"
+            started = f"; run {run_id} was started there and is {state}" if run_id else ""
+            return Logged(False, f"MLflow: run NOT logged to {where}: {r['error']}{started}. "
                                  f"{self.stand}", r["error"], **common)
         link = url or f"{redact(uri or '')} (browse with `mlflow ui --backend-store-uri " \
                       f"{redact(uri or '')}`)"
