@@ -35,8 +35,9 @@ and a watchdog ends the process at the deadline plus GRACE seconds whatever a se
 An alias is moved only after the run is fully logged and the version stamped, then read
 back.
 
-This module imports the standard library only. The parent imports :func:`http_settings`,
-:func:`why` and :func:`connection_problem` from here.
+This module imports the standard library only (and fairgate.report.safe when it writes the
+outcome of a promotion). The parent imports :func:`http_settings`, :func:`why` and
+:func:`connection_problem` from here.
 """
 
 from __future__ import annotations
@@ -501,15 +502,16 @@ class Worker:
     # ------------------------------------------------------------------ start-up
 
     def warm_up(self) -> None:
-        """Open the store (migrations of a new sqlite file run here) and find the experiment,
-        within mlflow.timeout of its own."""
-        self.deadline = time.monotonic() + float(self.config["timeout"])
+        """Open the store, then find the experiment within mlflow.timeout of its own. Opening
+        a local store (the migrations of a new sqlite file run here) is local work, not bounded
+        by the timeout, which is for servers: the CLI bounds the whole start-up instead."""
         uri = self.config.get("tracking_uri")
         if self.store is None:
             self.store = (RestStore(uri, os.environ, self.bounds)
                           if uri and RestStore.usable(uri, os.environ) else
-                          self.call(MlflowStore, uri, self.bounds))
+                          MlflowStore(uri, self.bounds))
         self.uri = self.store.tracking_uri
+        self.deadline = time.monotonic() + float(self.config["timeout"])
         parent = self.config.get("parent_run_id")
         if parent:
             try:
@@ -588,9 +590,11 @@ class Worker:
             if spec.get("stamp"):
                 result["stamp"] = self.stamp(run.run_id, spec["stamp"])
             if spec.get("promote"):
+                from fairgate.report.safe import mlflow_value  # registry text, as a tag
+
                 result["promotion"] = self.promote(spec["promote"])
                 self.call(store.log_batch, run.run_id, [], [], [
-                    (f"fairgate.promotion.{k}", str(v))
+                    (f"fairgate.promotion.{k}", mlflow_value(v, 8000))
                     for k, v in result["promotion"].items() if v is not None], now)
             result["ok"] = True
         except BaseException as e:  # a failing server must never look like a complete run
