@@ -419,14 +419,17 @@ class MlflowStore:
 
     def log_inputs(self, run_id: str, datasets: list[dict[str, Any]],
                    models: list[str]) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag, LoggedModelInput
+        from mlflow.entities import Dataset, DatasetInput, InputTag
 
-        self.client.log_inputs(
-            run_id,
-            datasets=[DatasetInput(Dataset(**d["dataset"]),
-                                   tags=[InputTag(k, v) for k, v in d["tags"].items()])
-                      for d in datasets] or None,
-            models=[LoggedModelInput(m) for m in models] or None)
+        if datasets:
+            self.client.log_inputs(run_id, datasets=[
+                DatasetInput(Dataset(**d["dataset"]),
+                             tags=[InputTag(k, v) for k, v in d["tags"].items()])
+                for d in datasets])
+        if models:  # MLflow 3 only (logged models); the job lists none for MLflow 2 sources
+            from mlflow.entities import LoggedModelInput
+
+            self.client.log_inputs(run_id, models=[LoggedModelInput(m) for m in models])
 
     def log_artifacts(self, run: NewRun, folder: str) -> None:
         self.client.log_artifacts(run.run_id, folder)
