@@ -267,6 +267,8 @@ def test_gate_alias_against_version_stamps_and_promotes_on_pass(registry, run_cl
     # the verdict, stamped on what was judged, pointing back at the run
     tags = client.get_model_version(MODEL, "2").tags
     assert tags["fairgate.verdict"] == "pass" and tags["fairgate.passed"] == "true"
+    assert tags["fairgate.inconclusive_checks"] == str(sum(
+        x["status"] == "inconclusive" for x in report["results"]))
     assert tags["fairgate.run_id"] == run.info.run_id
     assert tags["fairgate.run_url"] == logged["run_url"]
     assert tags["fairgate.policy_sha256"] == sha256(policy)

@@ -153,6 +153,8 @@ def expected_metrics(report: dict[str, Any]) -> dict[str, float]:
         out[f"{base}/mcnemar_p"] = g["mcnemar"]["p_value"]
     out["fairgate.passed"] = float(report["exit_code"] == 0)
     out["fairgate.blocking_checks"] = float(sum(r["blocking"] for r in report["results"]))
+    out["fairgate.inconclusive_checks"] = float(sum(r["status"] == "inconclusive"
+                                                    for r in report["results"]))
     return out
 
 
@@ -455,6 +457,8 @@ def test_run_holds_params_metrics_tags_and_artifacts(server, synthetic, write_po
     assert params["audit.rows"] == "5000"
 
     assert run.data.metrics == expected_metrics(report)
+    # the synthetic audit is too small for max_increase 0.02: inconclusive checks, counted
+    assert any(res["status"] == "inconclusive" for res in report["results"])
 
     tags = run.data.tags
     assert tags["fairgate.verdict"] == report["verdict"]
@@ -565,7 +569,7 @@ def test_awkward_group_values_give_unique_valid_keys(server, write_policy, run_c
         n_values += sum(item[f] is not None for _, f in PARTS)
         n_values += 2 * sum(v is not None for k, v in (item["interval"] or {}).items()
                             if k != "defined_share")
-    n_values += 2  # fairgate.passed, fairgate.blocking_checks
+    n_values += 3  # fairgate.passed, fairgate.blocking_checks, fairgate.inconclusive_checks
     assert len(run.data.metrics) == n_values  # nothing overwrote anything
     for key, value in run.data.metrics.items():
         assert valid_key(key)

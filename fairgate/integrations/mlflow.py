@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
+from fairgate.core.gate import Status
 from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
 from fairgate.inputs.sources import model_label
@@ -234,7 +235,9 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
             put(value, (*base, name), (*at, name), ("group", attrs, g.group, name))
     d = report.decision
     for name, value in (("fairgate.passed", float(d.exit_code == 0)),  # sortable verdict
-                        ("fairgate.blocking_checks", float(sum(r.blocking for r in d.results)))):
+                        ("fairgate.blocking_checks", float(sum(r.blocking for r in d.results))),
+                        ("fairgate.inconclusive_checks", float(sum(
+                            r.status is Status.INCONCLUSIVE for r in d.results)))):
         put(value, (name,), (name,), (name,))
     origins = {k: o for k, o in key.originals.items() if k in metrics}
     return RunRecord(metrics, _params(report), _tags(report, env), origins)
@@ -747,6 +750,8 @@ def version_tags(report: GateReport) -> dict[str, str]:
         "fairgate.verdict": report.verdict,
         "fairgate.passed": "true" if report.decision.exit_code == 0 else "false",
         "fairgate.exit_code": str(report.decision.exit_code),
+        "fairgate.inconclusive_checks": str(sum(r.status is Status.INCONCLUSIVE
+                                                for r in report.decision.results)),
         "fairgate.checked_at": report.started_at,
         "fairgate.policy": report.policy.path.name,
         "fairgate.policy_sha256": report.policy.sha256,
