@@ -6,7 +6,7 @@ exactly by hand below (not by fairgate); audits are drawn by multinomial row sam
 (``rows`` rows each) and go through fairgate's own path from counts to values
 (``compute_values``) and to decisions (``evaluate_check``, the pure gate).
 
-    python benchmarks/sim_intervals.py                        # every regime, ~4 minutes
+    python benchmarks/sim_intervals.py                        # every regime, ~25 min on 2 busy cores
     python benchmarks/sim_intervals.py --audits 200 --regimes tie-teacher0 small-group
     python benchmarks/sim_intervals.py --method percentile    # the intervals before issue 11
     python benchmarks/sim_intervals.py --gate                 # false fails and detection
