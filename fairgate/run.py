@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec, colum
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
 from fairgate.inputs.sources import ModelFiles, ModelSource, model_source, sha256_file
-from fairgate.policy import LoadedPolicy, Policy, load_policy
+from fairgate.policy import Check, LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
 
 #: A model as given: a path, text (a path or an MLflow URI, see inputs/sources.py), or parsed.
@@ -271,7 +272,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
-        warnings=same_model_warnings(inputs),
+        warnings=same_model_warnings(inputs) + interval_warnings(checks, values),
         individual=individual, classwise=classwise, unlisted=tuple(unlisted),
         scores=None if score_details is None else {
             "rows_sampled": len(counted.score_sample.rows) if counted.score_sample else 0,
@@ -476,6 +477,18 @@ def _check_counterfactual(column: str, teacher: Predictor, student: Predictor) -
         inputs = "; ".join(f"{p.role} reads {', '.join(p.columns)}" for p in onnx)
         raise ModelError(f"individual.counterfactual.column {column!r} is not an input of either "
                          f"model ({inputs}), so no decision can flip; name a column a model reads")
+
+
+def interval_warnings(checks: list[tuple[Check, MetricKey]],
+                      values: Mapping[MetricKey, MetricValue]) -> tuple[str, ...]:
+    """Checks whose max/min-type metric kept the percentile interval (core/intervals.py's
+    construction did not apply), one warning each, in every report."""
+    out = []
+    for check, key in checks:
+        v = values.get(key)
+        if v is not None and v.interval_note:
+            out.append(f"check {check.id}, {key.label}: {v.interval_note}")
+    return tuple(dict.fromkeys(out))
 
 
 def same_model_warnings(inputs: dict[str, Any]) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from scipy.stats import beta
 from fairgate.core.counts import Grouping, GroupingCounts
 from fairgate.core.evaluate import MetricKey, Settings, compute_values
 from fairgate.core.intervals import (
+    MAX_PIECES,
     SHAPES,
     SMOOTHING,
     Layout,
@@ -179,3 +180,57 @@ def test_relative_interval_on_the_log_scale() -> None:
     width_new = new.relative_interval.hi - new.relative_interval.lo
     width_old = old.relative_interval.hi - old.relative_interval.lo
     assert 0.95 <= width_new / width_old <= 1.15
+
+
+def _tied_groups(groups: int) -> dict[Grouping, GroupingCounts]:
+    """``groups`` groups with the same joint cells (50 rows each): every gap is 0."""
+    grouping = Grouping(("g",))
+    cell = np.array([[[40, 2], [3, 5]], [[4, 2], [6, 38]]], np.int64)  # [y, ŷ_t, ŷ_s]
+    cells = np.broadcast_to(cell, (groups, 2, 2, 2)).copy()
+    return {grouping: GroupingCounts(grouping, tuple((str(i),) for i in range(groups)), cells)}
+
+
+@pytest.mark.parametrize("groups, falls_back", [(60, True), (3, False)])
+def test_too_many_tied_pieces_keep_the_percentile_interval_and_say_so(groups: int,
+                                                                       falls_back: bool) -> None:
+    """60 indistinguishable groups give 60·59 ordered pairs that may attain the max, more than
+    MAX_PIECES: the metric keeps exactly the percentile interval (the same as
+    statistics.interval: percentile) and carries a note, which run.py turns into a warning
+    in every report. With 3 groups the uniform construction applies and there is no note."""
+    counts = _tied_groups(groups)
+    key = MetricKey("demographic_parity_difference", Grouping(("g",)))
+    uniform = compute_values([key], counts, Settings(30, {}, 0.95, 200, 0))[key]
+    percentile = compute_values([key], counts, Settings(30, {}, 0.95, 200, 0,
+                                                        interval="percentile"))[key]
+    assert percentile.interval_note is None
+    if falls_back:
+        assert groups * (groups - 1) > MAX_PIECES
+        assert uniform.delta_interval == percentile.delta_interval
+        assert uniform.interval_note is not None
+        assert uniform.interval_note.startswith("percentile interval, which may under-cover")
+        assert f"more than {MAX_PIECES:,} group pairs" in uniform.interval_note
+    else:
+        assert uniform.interval_note is None
+        assert uniform.delta_interval != percentile.delta_interval
+
+
+def test_the_fallback_is_a_warning_in_the_report(write_policy, run_cli, tmp_path) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    frame = pd.DataFrame({"g": rng.integers(0, 60, n).astype(str), "y": rng.integers(0, 2, n)})
+    frame["t"] = rng.random(n)
+    frame["s"] = np.where(rng.random(n) < 0.05, rng.random(n), frame["t"])
+    data = tmp_path / "audit.parquet"
+    frame.to_parquet(data)
+    policy = write_policy("version: 1\naudit: {label: y, positive_label: 1, sensitive: [g], "
+                          "min_group_size: 30}\nchecks:\n  - id: dp\n"
+                          "    metric: demographic_parity_difference\n    max_increase: 0.5\n"
+                          "statistics: {resamples: 200}\n")
+    r = run_cli("check", "--policy", policy, "--data", data, "--teacher-scores", "t",
+                "--student-scores", "s", "--no-mlflow")
+    assert r.exit_code in (0, 1), r.stderr
+    notes = [w for w in r.report["warnings"] if w.startswith("check dp, ")]
+    assert len(notes) == 1 and "percentile interval, which may under-cover" in notes[0]
+    assert "under-cover" in r.stdout

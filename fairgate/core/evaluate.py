@@ -67,6 +67,9 @@ class MetricValue:
     # reference-group metrics: (group, teacher, student) of every gated group but the
     # reference, for the per-group verdicts (Aequitas' tau band) reports show
     per_group: tuple[tuple[str, float, float], ...] = ()
+    # set when a max/min-type metric keeps the percentile interval although
+    # statistics.interval is uniform (the construction of core/intervals.py did not apply)
+    interval_note: str | None = None
 
     @property
     def reason(self) -> str | None:
@@ -383,7 +386,7 @@ def _with_intervals(
     cells, pooled = pool_ungated(gc.cells, items[0][2])
     contexts = {key: replace(ctx, gated=pooled.gated, reference=pooled.reference)
                 for key, _, ctx, _ in items}
-    layout, plans = _plans(items, cells, contexts, settings)
+    layout, plans, fallbacks = _plans(items, cells, contexts, settings)
     parts: dict[MetricKey, tuple[list[np.ndarray], list[np.ndarray]]] = {
         key: ([], []) for key, _, _, _ in items}
     columns: dict[MetricKey, tuple[list[np.ndarray], list[np.ndarray]]] = {
@@ -422,6 +425,8 @@ def _with_intervals(
         if key in plans:
             x_t, x_s = (np.concatenate(columns[key][m]) for m in range(2))
             value.update(_uniform(plans[key], layout, bt, bs, x_t, x_s, value))
+        elif key in fallbacks:
+            value["interval_note"] = fallbacks[key]
         yield key, MetricValue(**value)  # type: ignore[arg-type]
 
 
@@ -450,14 +455,16 @@ def _uniform(plan: Plan, layout: Layout, bt: np.ndarray, bs: np.ndarray, x_t: np
 
 def _plans(items: list[tuple[MetricKey, Metric, Context, dict[str, object]]], cells: np.ndarray,
            contexts: dict[MetricKey, Context], settings: Settings
-           ) -> tuple[Layout, dict[MetricKey, Plan]]:
+           ) -> tuple[Layout, dict[MetricKey, Plan], dict[MetricKey, str]]:
     """The rate columns every plan reads, and a plan (plausible pieces, coordinates) per
-    max/min-type metric whose point value is defined."""
+    max/min-type metric whose point value is defined; for those where the construction does
+    not apply, why (they keep the percentile interval, and reports say so)."""
     rates = sorted({r for _, m, _, _ in items if m.name in SHAPES for r in SHAPES[m.name].rates})
     layout = Layout(tuple(rates), cells.shape[0])
     out: dict[MetricKey, Plan] = {}
+    fallbacks: dict[MetricKey, str] = {}
     if settings.interval != "uniform":
-        return layout, out
+        return layout, out, fallbacks
     for key, metric, _, value in items:
         shape = SHAPES.get(metric.name)
         if shape is None or metric.paired:
@@ -468,7 +475,10 @@ def _plans(items: list[tuple[MetricKey, Metric, Context, dict[str, object]]], ce
         plan = Plan(shape, cells, contexts[key], settings.confidence, metric.lo, metric.hi, layout)
         if plan.ok:
             out[key] = plan
-    return layout, out
+        elif settings.resamples > 0:
+            fallbacks[key] = (f"percentile interval, which may under-cover at ties: {plan.why} "
+                              "(statistics.interval: uniform did not apply)")
+    return layout, out, fallbacks
 
 
 def _remap(plan: Plan, layout: Layout) -> np.ndarray:

@@ -476,9 +476,14 @@ class Plan:
         # rates), then the plausible ones of each model
         c_lo, c_hi = np.minimum(bounds[0][0], bounds[1][0]), np.maximum(bounds[0][1], bounds[1][1])
         self.ok = False
+        self.why = (f"more than {MAX_PIECES:,} group pairs may attain the max (groups the "
+                    "audit cannot tell apart)")
         raw = plausible(shape.build(self.layout, ctx, c_lo, c_hi), shape.kind, shape.by,
                         c_lo, c_hi)
-        if raw is None or raw.size == 0:
+        if raw is None:
+            return
+        self.why = "no piece of the metric is defined on both models"
+        if raw.size == 0:
             return
         self.kind, self.sign = shape.kind, shape.sign
         self.prescreened = [plausible_index(raw, shape.kind, shape.by, *bounds[m]) for m in range(2)]
