@@ -40,7 +40,8 @@ from fairgate.core.individual import (
 from fairgate.core.metrics import CATALOGUE, KPI_METRICS, MULTICLASS_KPI_METRICS
 from fairgate.core.multiclass import ClassIndex
 from fairgate.core.outcome import GateReport
-from fairgate.engine.local import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
+from fairgate.engine.batch import CountResult, MulticlassPlan, SpuriousCut
+from fairgate.engine.local import count_audit, count_multiclass
 from fairgate.errors import InputError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec, column_roles
 from fairgate.inputs.files import require_regular_file

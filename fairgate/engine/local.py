@@ -3,71 +3,25 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from fairgate.core.counts import MAX_GROUPS, CountAccumulator, Grouping, GroupingCounts
-from fairgate.core.individual import RowSampler, SampledRows
+from fairgate.core.counts import MAX_GROUPS, CountAccumulator, Grouping
+from fairgate.core.individual import RowSampler
 from fairgate.core.multiclass import (
     ClassError,
     ClassIndex,
-    Disagreement,
     PairCounter,
-    alignment,
     disagreement,
-    equals,
 )
+from fairgate.engine.batch import CountResult, MulticlassPlan, SpuriousCut
 from fairgate.errors import DataError, ModelError
 from fairgate.inputs.audit import AuditSet, LabelSpec, require_values
 from fairgate.inputs.model import Predictor
 
 # the teacher runs here while the student runs in the caller: onnxruntime releases the GIL
 _POOL = ThreadPoolExecutor(1, thread_name_prefix="fairgate-teacher")
-
-
-@dataclass(frozen=True)
-class SpuriousCut:
-    """Rows split by whether a spurious attribute agrees with the label it goes with."""
-
-    attribute: str
-    value: object
-    label: object
-    grouping: Grouping  # derived: groups "aligned" and "conflicting"
-
-    def column(self, batch: pa.RecordBatch, label_column: str, path: object,
-               seen: dict[str, int]) -> pa.Array:
-        """The alignment of a batch's rows; ``seen`` counts rows with the label, the value."""
-        attribute = batch.column(self.attribute)
-        if attribute.null_count:  # a missing attribute is neither aligned nor conflicting
-            raise DataError(f"{path}: column {self.attribute!r} has {attribute.null_count} "
-                            "missing value(s); bias alignment (audit.spurious) is undefined there")
-        has_value = equals(attribute, self.value)
-        has_label = equals(batch.column(label_column), self.label)
-        seen["value"] = seen.get("value", 0) + int(has_value.sum())
-        seen["label"] = seen.get("label", 0) + int(has_label.sum())
-        return alignment(has_value, has_label)
-
-    def check(self, seen: dict[str, int], label_column: str, path: object) -> None:
-        """A label or attribute value that never occurs is a typo, not a finding."""
-        for what, value, column in (("label", self.label, label_column),
-                                    ("value", self.value, self.attribute)):
-            if seen.get(what, 0) == 0:
-                raise DataError(f"{path}: audit.spurious.{what} {value!r} never occurs in column "
-                                f"{column!r}")
-
-
-@dataclass(frozen=True)
-class CountResult:
-    counts: dict[Grouping, GroupingCounts]
-    rows: int
-    sample: SampledRows | None = None  # rows kept for individual fairness, if asked
-    score_sample: SampledRows | None = None  # rows kept for score metrics (label, scores)
-    reference: GroupingCounts | None = None  # multi-class: reference student vs student
-    disagreements: tuple[Disagreement, ...] = ()  # multi-class: pairs of models
-    classes: tuple[str, ...] = ()  # multi-class: class labels by index
 
 
 def count_audit(
@@ -144,19 +98,6 @@ def _check_zero_one(label: LabelSpec, others: set[str], models: tuple[Predictor,
                 f"{label.positive!r} was read as a column position, which holds only when the "
                 f"labels are 0 and 1, but label column {label.column!r} also holds "
                 f"{', '.join(sorted(others))}; set model.positive_column (0 or 1)")
-
-
-@dataclass(frozen=True)
-class MulticlassPlan:
-    """What to count for a K-class gate (see fairgate/core/multiclass.py)."""
-
-    label: str
-    classes: ClassIndex
-    top1: list[Grouping]  # top-1 correctness tables, incl. the true-class grouping
-    classes_grouping: Grouping  # derived: one group per true class
-    positives: tuple[str, ...]  # one-vs-rest tables of these classes, over ``base``
-    base: list[Grouping]
-    spurious: SpuriousCut | None = None
 
 
 def _indices(predictor: Predictor, raw: Any, classes: ClassIndex,
