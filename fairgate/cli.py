@@ -61,12 +61,49 @@ def _gate_inputs(fn: F) -> F:
     for option in reversed([
         click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
                      help="Policy YAML (see `fairgate policy schema`)."),
-        click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-                     help="Labelled audit set with sensitive columns (.parquet or .csv)."),
+        click.option("--data", "data", required=True, metavar="PATH",
+                     help="Labelled audit set with sensitive columns: a .parquet, .orc or .csv "
+                          "file, a directory or glob of them (key=value folders are columns), "
+                          "or with --engine spark a URI or table:catalog.db.name."),
         click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model."),
     ]):
         fn = option(fn)
     return fn
+
+
+def _spark_conf(ctx: click.Context, param: click.Parameter,
+                value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx, param)
+        out.append((key.strip(), val))
+    return tuple(out)
+
+
+def _engine_options(fn: F) -> F:
+    """--engine and the Spark options, for every command that reads the audit set."""
+    for option in reversed([
+        click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+                     show_default=True, help="Where the pass over the audit set runs: this "
+                     "process, or Apache Spark (pip install 'fairgate[spark]'); the reports "
+                     "are the same."),
+        click.option("--spark-master", metavar="URL", help="Spark master (local[4], "
+                     "spark://host:7077, yarn, k8s://..., sc://host for Spark Connect); "
+                     "default: the running session's, or spark-submit's."),
+        click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
+                     callback=_spark_conf, help="A Spark setting (repeatable)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _engine(engine: str, master: str | None, conf: tuple[tuple[str, str], ...],
+            out: Path) -> Any:
+    from fairgate.engine.run import EngineOptions
+
+    return EngineOptions(engine, master, conf, out / "spark.log")  # type: ignore[arg-type]
 
 
 class _Main(click.Group):
@@ -119,12 +156,14 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
 @click.option("--color/--no-color", default=None, help="Colour the terminal report.")
+@_engine_options
 @translate_errors
-def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
+def check(policy: Path, data: str, teacher: Path | None, student: Path | None,
           teacher_scores: str | None, student_scores: str | None,
           reference_student: Path | None, reference_scores: str | None, out: Path,
           formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None, seed: int | None,
-          batch_size: int, color: bool | None) -> None:
+          batch_size: int, color: bool | None, engine: str, spark_master: str | None,
+          spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate a student model against its teacher on an audit set."""
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir, write_reports
@@ -134,7 +173,8 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
     request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,
                           teacher_scores=teacher_scores, student_scores=student_scores,
                           reference_student=reference_student, reference_scores=reference_scores,
-                          out=out, seed=seed, batch_rows=batch_size, formats=formats)
+                          out=out, seed=seed, batch_rows=batch_size, formats=formats,
+                          engine=_engine(engine, spark_master, spark_conf, out))
     loaded = load_policy(policy)
     if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
         from fairgate.integrations.mlflow import parent_of, target_of
@@ -178,10 +218,13 @@ def check(policy: Path, data: Path, teacher: Path | None, student: Path | None,
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
+@_engine_options
 @translate_errors
-def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Path, ...],
+def compare(policy: Path, data: str, teacher: Path | None, candidates: tuple[Path, ...],
             teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
-            no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int) -> None:
+            no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int,
+            engine: str, spark_master: str | None,
+            spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate several candidate students against one teacher and rank them (Pareto front).
 
     Exit 0 if at least one candidate passes the gate, 1 if none does.
@@ -192,7 +235,8 @@ def compare(policy: Path, data: Path, teacher: Path | None, candidates: tuple[Pa
 
     request = CompareRequest(policy=policy, data=data, teacher=teacher, candidates=candidates,
                              teacher_scores=teacher_scores, candidate_scores=candidate_scores,
-                             out=out, seed=seed, batch_rows=batch_size)
+                             out=out, seed=seed, batch_rows=batch_size,
+                             engine=_engine(engine, spark_master, spark_conf, out))
     loaded = load_policy(policy)
     if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
         from fairgate.integrations.mlflow import parent_of, target_of

@@ -386,6 +386,31 @@ def planned(plan: Plan, raw: Any, rows: int, offset: int) -> Plan:
     return _binary_scores(replace(out, shape=shape), label_out, settings, where)
 
 
+def reconcile(plans: list[Plan], where: str) -> Plan:
+    """One plan from the plans of several passes over parts of the audit set (an engine's
+    tasks): those that read no batch are left out; the others must have read the output the
+    same way, else a ModelError names the setting that decides it."""
+    read = [p for p in plans if p.kind != "deferred" and (p.kind not in ("proba2", "score")
+                                                          or p.scale is not None)]
+    if not read:
+        return plans[0]
+    first = read[0]
+    scales = sorted({str(p.scale) for p in read if p.kind in ("proba2", "score")})
+    if len(scales) > 1:
+        raise ModelError(f"{where}: cannot tell probabilities from logits: its graph does not "
+                         "say, and the values of some parts of the audit set read as "
+                         "probabilities, others as logits; set model.output to probabilities "
+                         "or logits")
+    others: set[str] = set()
+    for p in read:
+        others |= p.others
+    if len(others) > 1:
+        shown = ", ".join(sorted(others)[:5])
+        raise ModelError(f"{where}: gives labels other than the positive ({first.positive_text}) "
+                         f"and one negative: {shown}; a binary gate needs two classes")
+    return replace(first, others=others)
+
+
 def rows_of(raw: Any, rows: int, where: str, offset: int) -> np.ndarray:
     """The output as an array with exactly ``rows`` rows (an output reduced over the batch,
     which broadcasting would silently spread over every row, is refused)."""
@@ -441,7 +466,9 @@ def _scale_from_values(arr: np.ndarray, vectors: bool, where: str, offset: int
     if in_unit and sums:
         return "probabilities", f"the values (all in [0, 1]{', rows sum to 1' if vectors else ''})"
     if not finite or lo < -LOGIT_EVIDENCE or hi > 1 + LOGIT_EVIDENCE:
-        return "logits", f"the values (range [{lo:.4g}, {hi:.4g}])"
+        # not the batch's range: the text must not depend on which batch came first
+        return "logits", (f"the values (not all within [{-LOGIT_EVIDENCE:g}, "
+                          f"{1 + LOGIT_EVIDENCE:g}], so not probabilities)")
     problem = ("rows that do not sum to 1" if in_unit else
                f"values just outside [0, 1] (range [{lo:.4g}, {hi:.4g}])")
     raise ModelError(f"{where}: cannot tell probabilities from logits: its graph does not say, and "

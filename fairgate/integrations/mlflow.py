@@ -333,6 +333,19 @@ def ci_tags(env: Mapping[str, str]) -> dict[str, str]:
     return tags
 
 
+def engine_tags(data: Mapping[str, Any], engine: Mapping[str, Any]) -> dict[str, str]:
+    """The data's identity (listing fingerprint, or table and version) and the engine that
+    counted it: Spark's version, master, partitions and executors."""
+    tags = {}
+    for key in ("fingerprint", "table", "version", "files"):
+        if data.get(key) is not None:
+            tags[f"fairgate.data.{key}"] = str(data[key])
+    for key in ("name", "spark_version", "master", "partitions", "executors"):
+        if engine.get(key) is not None:
+            tags["fairgate.engine" if key == "name" else f"fairgate.engine.{key}"] = str(engine[key])
+    return tags
+
+
 def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
     d = report.decision
     tags = {
@@ -340,9 +353,9 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
         "fairgate.exit_code": str(d.exit_code),
         "fairgate.version": report.version,
         "fairgate.sha256.policy": report.policy.sha256,
-        "fairgate.sha256.data": str(report.inputs["data"]["sha256"]),
         "fairgate.data": Path(str(report.inputs["data"]["path"])).name,
     }
+    tags.update(engine_tags(report.inputs["data"], report.engine))
     for role in ("teacher", "student"):
         info = report.inputs[role]
         tags[f"fairgate.{role}"] = _model_name(info)
