@@ -386,12 +386,12 @@ def _load_session(role: str, path: Path) -> tuple[Any, dict[str, OutputFacts], b
     libraries are registered. sklearn-onnx's ZipMap is bypassed: its input tensor is read
     directly, which gives the same probabilities without a Python dict per row.
     """
-    import onnx
+    from fairgate.inputs.onnx_proto import parse_model
 
     where = f"{role} model {path}"
     require_regular_file(path, ModelError, where=where, expected="an .onnx file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = parse_model(path.read_bytes())
     except Exception as e:
         raise ModelError(f"{where}: not an ONNX model ({type(e).__name__}: {_line(e)})") from None
     if not proto.graph.node and not proto.graph.output:
@@ -427,13 +427,19 @@ def _new_session(where: str, model: bytes | str, threads: int | None = None) -> 
     # threads spinning steal the core the other model runs on (benchmarks/bench_gate.py)
     opts.enable_mem_pattern = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    threads = threads or int(os.environ.get("FAIRGATE_ORT_THREADS") or 0)
-    if threads:
-        opts.intra_op_num_threads = threads
+    # teacher and student run at once (engine/batch.py): each gets half of the cores, which
+    # measured faster than both using them all (benchmarks/bench_gate.py, variant t1)
+    threads = threads or int(os.environ.get("FAIRGATE_ORT_THREADS") or 0) or _half_the_cores()
+    opts.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelError(f"{where}: onnxruntime cannot load it: {_line(e)}") from None
+
+
+def _half_the_cores() -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 2) // 2)
 
 
 #: Sessions of models that arrived as bytes (an executor's worker process), by content.
@@ -471,11 +477,11 @@ def _line(e: BaseException) -> str:
 
 
 def _check_external_data(proto: Any, path: Path, where: str) -> bool:
-    from onnx.external_data_helper import _get_all_tensors
+    from fairgate.inputs.onnx_proto import all_tensors
 
     root = path.resolve().parent
     found = False
-    for tensor in _get_all_tensors(proto):
+    for tensor in all_tensors(proto):
         if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
             continue
         found = True
@@ -493,7 +499,7 @@ def _check_external_data(proto: Any, path: Path, where: str) -> bool:
 def _without_zipmap(proto: Any, facts: dict[str, OutputFacts]) -> bytes:
     """Serialized model whose ZipMap outputs are replaced by their probability tensors; the
     facts of a ZipMap output (its keys) move to the tensor that replaces it."""
-    import onnx
+    from fairgate.inputs.onnx_proto import FLOAT, value_info
 
     for node in [n for n in proto.graph.node if n.op_type == "ZipMap"]:
         zipped = facts.get(node.output[0])
@@ -502,8 +508,7 @@ def _without_zipmap(proto: Any, facts: dict[str, OutputFacts]) -> bytes:
         for o in [o for o in proto.graph.output if o.name == node.output[0]]:
             proto.graph.output.remove(o)
         tensor = node.input[0]
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(
-            tensor, onnx.TensorProto.FLOAT, [None, len(zipped.classes)]))
+        proto.graph.output.append(value_info(tensor, FLOAT, [None, len(zipped.classes)]))
         proto.graph.node.remove(node)
         del facts[node.output[0]]
         facts[tensor] = OutputFacts(tensor, zipped.classes, zipped.classes_from, "probabilities",

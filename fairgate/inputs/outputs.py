@@ -434,16 +434,23 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
         arr = arr.reshape(-1)
     elif arr.ndim != 2 or arr.shape[1] != 2:
         raise ModelError(f"{where}: gave shape {shape_text(list(arr.shape))}, expected [N, 2]")
-    nan = np.isnan(arr)
-    if nan.any():
+    # one min and one max find NaN (it propagates) and values outside [0, 1]; the rows at
+    # fault are looked for only then (each elementwise test is a pass over the batch)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if lo != lo or hi != hi:
+        nan = np.isnan(arr)
         first = int(np.flatnonzero(nan.reshape(rows, -1).any(axis=1))[0])
         raise ModelError(f"{where}: produced NaN scores (first at row {offset + first})")
     if plan.scale is None:
         plan.scale, plan.scale_from = _scale_from_values(arr, plan.kind == "proba2", where,
                                                          offset)
     if plan.scale == "probabilities":
-        _check_unit(arr, where, offset, plan.kind == "proba2")
-        return arr[:, plan.column] if plan.kind == "proba2" else arr
+        vectors = plan.kind == "proba2"
+        inside = lo >= -UNIT_TOL and hi <= 1 + UNIT_TOL
+        if not inside or (vectors and arr.size and not float(
+                np.abs(arr[:, 0] + arr[:, 1] - 1.0).max()) < PROB_TOL):
+            _check_unit(arr, where, offset, vectors)
+        return arr[:, plan.column] if vectors else arr
     if plan.kind == "score":
         return expit(arr)  # exact at ±inf: 0 and 1
     with np.errstate(invalid="ignore"):  # inf − inf is NaN, refused just below
