@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import expit
 
 from fairgate.core.counts import value_label
 from fairgate.errors import ModelError
@@ -452,7 +451,7 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
             _check_unit(arr, where, offset, vectors)
         return arr[:, plan.column] if vectors else arr
     if plan.kind == "score":
-        return expit(arr)  # exact at ±inf: 0 and 1
+        return _expit(arr)  # exact at ±inf: 0 and 1
     with np.errstate(invalid="ignore"):  # inf − inf is NaN, refused just below
         margin = arr[:, plan.column] - arr[:, 1 - plan.column]
     bad = np.isnan(margin)  # both logits infinite with the same sign: no decision
@@ -460,7 +459,15 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
         first = int(np.flatnonzero(bad)[0])
         raise ModelError(f"{where}: row {offset + first} has logits {arr[first].tolist()}, which "
                          "give no decision")
-    return expit(margin)  # softmax of two logits, stable at ±inf
+    return _expit(margin)  # softmax of two logits, stable at ±inf
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    """scipy's logistic sigmoid, imported when a model gives logits (not at start-up: a
+    Spark worker imports this module)."""
+    from scipy.special import expit
+
+    return np.asarray(expit(x))
 
 
 def _scale_from_values(arr: np.ndarray, vectors: bool, where: str, offset: int
