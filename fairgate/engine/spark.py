@@ -302,7 +302,7 @@ def _spark_listing(spark: Any, source: DataSource) -> DataSource:
     from pyspark.sql import functions as F
 
     uri = str(source.uri)
-    rows = (spark.read.format("binaryFile").load(uri)
+    rows = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(uri)
             .select("path", "length", F.unix_millis("modificationTime").alias("mtime"))
             .collect())
     root = _uri_root(uri, [r["path"] for r in rows])
@@ -522,6 +522,8 @@ class _ReadTask:
         self.csv_types = csv_types
         self.partitions = partitions
         self.fault = fault
+        # where executors open the files (messages keep the paths as listed)
+        self.locations = [os.path.abspath(f.path) for f in audit.source.files]
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         _fault(self.fault)
@@ -535,8 +537,8 @@ class _ReadTask:
                 for pid in batch.column(0).to_pylist():
                     for split in self.partitions[pid]:
                         f = audit.source.files[split.file]
-                        for path, offset, rows in audit.file_batches(f, self.csv_types,
-                                                                     split.groups):
+                        for path, offset, rows in audit.file_batches(
+                                f, self.csv_types, split.groups, self.locations[split.file]):
                             at = (split.file, offset)
                             p.add(rows, path, offset)
             partial = p.partial()

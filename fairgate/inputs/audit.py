@@ -107,18 +107,22 @@ class AuditSet:
         return types
 
     def file_batches(self, f: DataFile, csv_types: dict[str, pa.DataType] | None,
-                     groups: Sequence[int] | None = None) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+                     groups: Sequence[int] | None = None, location: str | None = None,
+                     ) -> Iterator[tuple[str, int, pa.RecordBatch]]:
         """The batches of one file (of some of its Parquet row groups): what one Spark task
-        reads of a split, or the local engine of a file."""
+        reads of a split, or the local engine of a file. ``location``: where to open it (an
+        executor's absolute path), when not ``f.path`` (which messages show)."""
         offset = sum(f.row_groups[: groups[0]]) if groups else 0
-        for batch in self._file_batches(f, csv_types, groups):
+        for batch in self._file_batches(f, csv_types, groups, location or f.path):
             if batch.num_rows == 0:
                 continue
             yield f.path, offset, self._cast(with_partitions(batch, f, self.columns), f.path)
             offset += batch.num_rows
 
     def _file_batches(self, f: DataFile, csv_types: dict[str, pa.DataType] | None,
-                      groups: Sequence[int] | None = None) -> Iterator[pa.RecordBatch]:
+                      groups: Sequence[int] | None = None, location: str | None = None,
+                      ) -> Iterator[pa.RecordBatch]:
+        location = location or f.path
         wanted = [c for c in self.columns if c not in self.source.partition_columns]
         try:
             if self.source.format == "parquet":
@@ -129,33 +133,34 @@ class AuditSet:
                 # Batches start at each row group's first row (a row group is never split
                 # between Spark tasks, so both engines give the models the same batches:
                 # dynamically quantized models decide a row by its batch, see README).
-                pf = pq.ParquetFile(f.path, pre_buffer=False, buffer_size=_READ_BUFFER)
+                pf = pq.ParquetFile(location, pre_buffer=False, buffer_size=_READ_BUFFER)
                 _require_columns(f.path, pf.schema_arrow.names, wanted)
                 for group in (range(pf.num_row_groups) if groups is None else groups):
                     yield from pf.iter_batches(batch_size=self.batch_rows, row_groups=[group],
                                                columns=wanted)
             elif self.source.format == "orc":
-                yield from self._orc_batches(f.path, wanted)
+                yield from self._orc_batches(location, wanted, f.path)
             else:
                 assert csv_types is not None
-                yield from self._csv_batches(f.path, wanted, csv_types)
+                yield from self._csv_batches(location, wanted, csv_types, f.path)
         except pa.ArrowException as e:
             raise DataError(f"{f.path}: cannot read the audit set: {first_line(e)}") from None
         except OSError as e:
             raise DataError(f"{f.path}: cannot read the audit set: {e.strerror or e}") from None
 
-    def _orc_batches(self, path: str, wanted: list[str]) -> Iterator[pa.RecordBatch]:
+    def _orc_batches(self, location: str, wanted: list[str], path: str
+                     ) -> Iterator[pa.RecordBatch]:
         import pyarrow.orc as orc
 
-        of = orc.ORCFile(path)
+        of = orc.ORCFile(location)
         _require_columns(path, of.schema.names, wanted)
         yield from rechunk((of.read_stripe(i, columns=wanted) for i in range(of.nstripes)),
                            self.batch_rows)
 
-    def _csv_batches(self, path: str, wanted: list[str],
-                     types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    def _csv_batches(self, location: str, wanted: list[str], types: dict[str, pa.DataType],
+                     path: str) -> Iterator[pa.RecordBatch]:
         reader = pacsv.open_csv(
-            path,
+            location,
             read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
             convert_options=pacsv.ConvertOptions(include_columns=wanted, column_types=types),
         )

@@ -130,8 +130,9 @@ def uri_scheme(data: str | os.PathLike[str]) -> str | None:
 def discover(data: str | os.PathLike[str], *, remote_ok: bool = False) -> DataSource:
     """The sorted files (or the table) ``data`` names; DataError if there is nothing to read.
 
-    ``remote_ok``: a URI of another file system is accepted as is (the Spark engine lists it);
-    otherwise it is a usage error (the local engine reads local files).
+    ``remote_ok``: a URI is accepted as is (the Spark engine lists and reads it, file:// too);
+    otherwise a file:// URI is read as its path, and another file system is a usage error
+    (the local engine reads local files).
     """
     given = str(data)
     if is_table(given):
@@ -140,9 +141,8 @@ def discover(data: str | os.PathLike[str], *, remote_ok: bool = False) -> DataSo
             raise UsageError(f"--data {given}: name the table, e.g. table:catalog.db.name")
         return DataSource(given, kind="table", table=name)
     scheme = uri_scheme(given)
-    if scheme == "file":
-        local = _file_uri_path(given)
-        return _relabel(discover(local), given)
+    if scheme == "file" and not remote_ok:
+        return _relabel(discover(_file_uri_path(given)), given)
     if scheme is not None:
         if not remote_ok:
             raise UsageError(f"--data {given}: the local engine reads local files; read "

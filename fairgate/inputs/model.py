@@ -427,19 +427,13 @@ def _new_session(where: str, model: bytes | str, threads: int | None = None) -> 
     # threads spinning steal the core the other model runs on (benchmarks/bench_gate.py)
     opts.enable_mem_pattern = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    # teacher and student run at once (engine/batch.py): each gets half of the cores, which
-    # measured faster than both using them all (benchmarks/bench_gate.py, variant t1)
-    threads = threads or int(os.environ.get("FAIRGATE_ORT_THREADS") or 0) or _half_the_cores()
-    opts.intra_op_num_threads = threads
+    threads = threads or int(os.environ.get("FAIRGATE_ORT_THREADS") or 0)
+    if threads:
+        opts.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelError(f"{where}: onnxruntime cannot load it: {_line(e)}") from None
-
-
-def _half_the_cores() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 2) // 2)
 
 
 #: Sessions of models that arrived as bytes (an executor's worker process), by content.
