@@ -51,7 +51,14 @@ from fairgate.engine.batch import (
     finish,
     merge,
 )
-from fairgate.errors import DataError, FairgateError, InputError, InternalError, UsageError
+from fairgate.errors import (
+    DataError,
+    FairgateError,
+    InputError,
+    InternalError,
+    ModelError,
+    UsageError,
+)
 from fairgate.inputs.audit import AuditSet, check_schema
 from fairgate.inputs.data_source import (
     DataFile,
@@ -69,7 +76,9 @@ if TYPE_CHECKING:  # not on the executors: Spark's workers import this module
 FILE, ROW, BLOCK = "__fairgate_file", "__fairgate_row", "__fairgate_block"
 FAN_IN = 32  # partials merged by one task of the executors' merge stage
 INSTALL = "pip install 'fairgate[spark]'"
-FAULT_CONF = "spark.fairgate.test.fault"  # test hook: crash-once | crash-always (partition 0)
+# test hook: crash-once | crash-always (the worker of partition 0 dies) | bad-teacher (every
+# executor is handed bytes that onnxruntime cannot load as the teacher)
+FAULT_CONF = "spark.fairgate.test.fault"
 READER_CONF = "spark.fairgate.reader"  # arrow (default for local paths) | spark
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 _CSV_NULLS = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
@@ -530,9 +539,10 @@ class _ReadTask:
         teacher, student, reference = self.models
         assert teacher is not None and student is not None
         audit = self.audit
-        p = BatchPass(self.spec, teacher, student, reference, audit.path, parallel=False)
         at = (0, 0)
         try:
+            _load(self.models, self.fault)
+            p = BatchPass(self.spec, teacher, student, reference, audit.path, parallel=False)
             for batch in batches:
                 for pid in batch.column(0).to_pylist():
                     for split in self.partitions[pid]:
@@ -547,9 +557,29 @@ class _ReadTask:
         yield _row(partial)
 
 
+def _load(models: Sequence[Predictor | None], fault: str | None) -> None:
+    """Make the models' onnxruntime sessions on this executor (once per worker process): a
+    model that cannot load here ends the gate with the driver's message for it, naming the
+    Spark partition."""
+    from pyspark import TaskContext
+
+    for m in models:
+        load = getattr(m, "load", None)
+        if m is None or load is None:
+            continue
+        if fault == "bad-teacher" and m.role == "teacher":
+            m._model_bytes = b"\x08\x07not an ONNX model"  # type: ignore[attr-defined]
+        try:
+            load()
+        except ModelError as e:
+            ctx = TaskContext.get()
+            where = f"Spark partition {ctx.partitionId()}" if ctx is not None else "a Spark task"
+            raise ModelError(f"{e} (on the executor of {where})") from None
+
+
 def _fault(fault: str | None) -> None:
     """The test hook (see FAULT_CONF): the worker of partition 0 dies, once or always."""
-    if not fault:
+    if fault not in ("crash-once", "crash-always"):
         return
     from pyspark import TaskContext
 
@@ -586,9 +616,10 @@ class _CountTask:
         partition = ctx.partitionId() if ctx is not None else 0
         teacher, student, reference = self.models
         assert teacher is not None and student is not None
-        p = BatchPass(self.spec, teacher, student, reference, self.source, parallel=False)
         at = (0, 0)
         try:
+            _load(self.models, self.fault)
+            p = BatchPass(self.spec, teacher, student, reference, self.source, parallel=False)
             for block, path, offset, where in _Blocks(self, partition).feed(batches):
                 at = where  # where the error below, if any, was met
                 p.add(block, path, offset)

@@ -128,7 +128,14 @@ class OnnxPredictor:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._session = _cached_session(self._where, state["_model_bytes"], self.ort_threads)
+        self._session = None  # made by load(), inside the task: its error is the task's
+
+    def load(self) -> None:
+        """Make the session of a model that travelled as bytes: once per worker process (a
+        ModelError when onnxruntime there cannot load it)."""
+        if self._session is None:
+            assert self._model_bytes is not None
+            self._session = _cached_session(self._where, self._model_bytes, self.ort_threads)
 
     @property
     def plan(self) -> Plan:
@@ -245,6 +252,8 @@ class OnnxPredictor:
     def _run(self, batch: pa.RecordBatch, offset: int,
              matrix: np.ndarray | None = None) -> list[Any]:
         feeds = self._feeds(batch, offset, matrix)
+        if self._session is None:
+            self.load()
         try:
             return list(self._session.run(self._plan.outputs, feeds))
         except Exception as e:  # onnxruntime raises its own untyped errors

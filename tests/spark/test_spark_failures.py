@@ -59,6 +59,20 @@ def test_corrupt_model(spark, run_cli, tmp_path) -> None:
     assert local.stderr.startswith(f"fairgate: error: teacher model {bad}: not an ONNX model")
 
 
+def test_a_model_that_does_not_load_on_the_executors(spark, run_cli, tmp_path) -> None:
+    """The driver loads the teacher, the executors cannot (the test hook hands them bytes
+    onnxruntime rejects, as an executor with another onnxruntime would): exit 3 and the
+    driver's message for a model that does not load, naming the Spark partition."""
+    r = check(run_cli, EXAMPLE / "audit.parquet", tmp_path / "out", "--engine", "spark",
+              "--spark-conf", "spark.fairgate.test.fault=bad-teacher")
+    assert r.exit_code == 3, r.stderr
+    assert r.stderr.startswith("fairgate: error: teacher model teacher.onnx: onnxruntime cannot "
+                               "load it: ")
+    assert r.stderr.endswith(" (on the executor of Spark partition 0)\n")
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 def test_missing_column(spark, run_cli, tmp_path) -> None:
     data = write_files(adult().drop_columns(["race"]), tmp_path / "data", 3)
     local, remote = both(run_cli, data, tmp_path)
