@@ -212,6 +212,7 @@ def test_file_uri_is_listed_by_spark_as_fairgate_lists_it(spark, run_cli, policy
     assert without(remote, "inputs.data.path") == without(local, "inputs.data.path")
     data = json.loads((remote / "report.json").read_text())["inputs"]["data"]
     assert data["fingerprint"] == discover(folder).fingerprint()
+    assert engine_of(remote)["reader"] == "spark"
 
 
 def test_multiclass_example(spark, run_cli, tmp_path) -> None:
