@@ -26,6 +26,8 @@ from fairgate.report.safe import echo
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("json", "md", "junit", "html")
+MODEL_FORMS = ("an .onnx file or an MLflow URI (models:/NAME/VERSION, models:/NAME@ALIAS, "
+               "models:/MODEL_ID, runs:/RUN_ID/PATH), resolved and downloaded before the gate")
 
 
 def _fail(code: int, message: str) -> None:
@@ -65,7 +67,7 @@ def _gate_inputs(fn: F) -> F:
                      help="Labelled audit set with sensitive columns: a .parquet, .orc or .csv "
                           "file, a directory or glob of them (key=value folders are columns), "
                           "or with --engine spark a URI or table:catalog.db.name."),
-        click.option("--teacher", type=click.Path(path_type=Path), help="Teacher ONNX model."),
+        click.option("--teacher", metavar="MODEL", help=f"Teacher model: {MODEL_FORMS}."),
     ]):
         fn = option(fn)
     return fn
@@ -135,36 +137,84 @@ def main() -> None:
 
 @main.command()
 @_gate_inputs
-@click.option("--student", type=click.Path(path_type=Path), help="Student ONNX model.")
+@click.option("--student", metavar="MODEL", help=f"Student model: {MODEL_FORMS}.")
 @click.option("--teacher-scores", metavar="COL",
               help="Audit-set column of teacher scores (multi-class: predicted classes).")
 @click.option("--student-scores", metavar="COL",
               help="Audit-set column of student scores (multi-class: predicted classes).")
-@click.option("--reference-student", type=click.Path(path_type=Path),
+@click.option("--reference-student", metavar="MODEL",
               help="Multi-class: a third model, e.g. a non-distilled student, compared with "
-                   "the student class by class (#SC).")
+                   "the student class by class (#SC); a file or an MLflow URI.")
 @click.option("--reference-scores", metavar="COL",
               help="Multi-class: audit-set column of the reference student's predicted classes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fairgate-report"),
               show_default=True, help="Directory for the reports.")
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS),
               help="Report formats to write (repeatable; default all; report.json always).")
-@click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow.")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the run to MLflow (model URIs are "
+              "still resolved through it).")
 @click.option("--parent-run", metavar="RUN_ID",
               help="Nest the MLflow run under this run (default: $MLFLOW_RUN_ID, if set).")
+@click.option("--promote", metavar="ALIAS",
+              help="When the gate passes (exit 0) and the run is logged, move this registry "
+                   "alias to the student's version (--student models:/NAME/VERSION or "
+                   "models:/NAME@ALIAS); a promotion that fails exits 3.")
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
 @click.option("--color/--no-color", default=None, help="Colour the terminal report.")
 @_engine_options
 @translate_errors
-def check(policy: Path, data: str, teacher: Path | None, student: Path | None,
+def check(policy: Path, data: str, teacher: str | None, student: str | None,
           teacher_scores: str | None, student_scores: str | None,
-          reference_student: Path | None, reference_scores: str | None, out: Path,
-          formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None, seed: int | None,
-          batch_size: int, color: bool | None, engine: str, spark_master: str | None,
-          spark_conf: tuple[tuple[str, str], ...]) -> None:
+          reference_student: str | None, reference_scores: str | None, out: Path,
+          formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None,
+          promote: str | None, seed: int | None, batch_size: int, color: bool | None,
+          engine: str, spark_master: str | None, spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate a student model against its teacher on an audit set."""
+    options = _engine(engine, spark_master, spark_conf, out)
+    if promote is not None:
+        _check_promote(promote, student, no_mlflow)
+    logger = None
+    if not no_mlflow:  # started first: it imports mlflow and opens the store during the gate
+        from fairgate.integrations.mlflow import Logger
+
+        logger = Logger()
+    try:
+        _check(policy, data, teacher, student, teacher_scores, student_scores,
+               reference_student, reference_scores, out, formats, parent_run, promote, seed,
+               batch_size, color, options, logger)
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _check_promote(alias: str, student: str | None, no_mlflow: bool) -> None:
+    """--promote is checked before any work: a promotion that cannot happen is a usage error."""
+    import re
+
+    from fairgate.errors import UsageError
+    from fairgate.inputs.sources import model_source
+    from fairgate.report.safe import terminal
+
+    if not re.fullmatch(r"[A-Za-z0-9_\-]{1,255}", alias) or alias.lower() == "latest" or \
+            re.fullmatch(r"[vV]\d+", alias):
+        raise UsageError(f"--promote {terminal(alias)!r}: an alias is letters, digits, _ and - "
+                         "(MLflow reserves 'latest' and v<digits>)")
+    if no_mlflow:
+        raise UsageError("--promote moves an MLflow registry alias, which needs the run logged "
+                         "to MLflow: drop --no-mlflow")
+    if student is None or not model_source(student, "--student").registered:
+        raise UsageError(f"--promote {alias}: the student must be a registered model version "
+                         "(--student models:/NAME/VERSION or models:/NAME@ALIAS)")
+
+
+def _check(policy: Path, data: str, teacher: str | None, student: str | None,
+           teacher_scores: str | None, student_scores: str | None,
+           reference_student: str | None, reference_scores: str | None, out: Path,
+           formats: tuple[str, ...], parent_run: str | None, promote: str | None,
+           seed: int | None, batch_size: int, color: bool | None, options: Any,
+           logger: Any) -> None:
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir, write_reports
     from fairgate.report.terminal import TerminalReporter
@@ -174,13 +224,10 @@ def check(policy: Path, data: str, teacher: Path | None, student: Path | None,
                           teacher_scores=teacher_scores, student_scores=student_scores,
                           reference_student=reference_student, reference_scores=reference_scores,
                           out=out, seed=seed, batch_rows=batch_size, formats=formats,
-                          engine=_engine(engine, spark_master, spark_conf, out))
+                          engine=options)
     loaded = load_policy(policy)
-    if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
-        from fairgate.integrations.mlflow import parent_of, target_of
-
-        target_of(loaded)
-        parent_of(parent_run)
+    if logger is not None:  # a malformed tracking URI is a usage error before any work is done
+        logger.configure(loaded, parent_run)
     prepare_out_dir(out)  # a verdict that cannot be written is lost: fail before any work
     report = evaluate_policy(loaded, request)
     write_reports(report, out, formats)
@@ -190,45 +237,97 @@ def check(policy: Path, data: str, teacher: Path | None, student: Path | None,
         publish(report, out)
     echo(TerminalReporter(out, color).render(report), nl=False, color=color, styled=True)
     code = report.decision.exit_code
-    if not no_mlflow:  # logging never changes the verdict; mlflow.required makes it exit 3
-        from fairgate.errors import TrackingError
-        from fairgate.integrations.mlflow import log_gate_run
+    if logger is not None:  # logging never changes the verdict; see _tracked for exit 3
+        from fairgate.integrations.mlflow import record_in_report
 
-        logged = log_gate_run(report, out, parent_run)
-        echo(logged.message, err=not logged.ok)
-        if not logged.ok and report.policy.policy.mlflow.required:
-            raise TrackingError(f"the policy requires MLflow logging (mlflow.required: true) "
-                                f"and the run was not logged ({logged.error}); the gate's own "
-                                f"verdict was {report.verdict}")
+        logged = logger.log_check(report, out, promote)
+        record_in_report(out / "report.json", logged)
+        _tracked([logged], required=report.policy.policy.mlflow.required, report=report,
+                 promote=promote, own=f"the gate's own verdict was {report.verdict}")
     sys.exit(code)
+
+
+def _tracked(logged: list[Any], *, required: bool, own: str, report: Any = None,
+             promote: str | None = None, names: Sequence[str] | None = None) -> None:
+    """Print what MLflow holds now. Exit 3 (TrackingError) when the policy requires MLflow and
+    a run was not logged, or when --promote was asked and the alias did not end on the
+    student; ``own`` says what the gate itself decided."""
+    from fairgate.errors import TrackingError
+    from fairgate.integrations.mlflow import promotion_outcome, stamp_line
+
+    lines = []
+    for i, one in enumerate(logged):
+        prefix = f"{names[i]}: " if names else ""
+        echo(prefix + one.message, err=not one.ok)
+        lines.append(prefix + one.message)
+        stamped = stamp_line(one)
+        if stamped:
+            echo(prefix + stamped)
+            lines.append(prefix + stamped)
+    promoted: tuple[str, bool] | None = None
+    if promote is not None:
+        promoted = promotion_outcome(report, logged[0], promote)
+        echo(promoted[0], err=not promoted[1])
+        lines.append(promoted[0])
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from fairgate.integrations.github import publish_tracking
+
+        publish_tracking(lines, logged[0], None if promoted is None else promoted[1])
+    if promoted is not None and not promoted[1]:
+        raise TrackingError(f"{promoted[0]}; {own}")
+    missed = [names[i] if names else "" for i, one in enumerate(logged) if not one.ok]
+    if missed and required:
+        what = (f"the run was not logged ({logged[0].error})" if not names else
+                f"the runs of {', '.join(missed)} were not logged")
+        raise TrackingError(f"the policy requires MLflow logging (mlflow.required: true) and "
+                            f"{what}; {own}")
 
 
 @main.command()
 @_gate_inputs
-@click.option("--candidate", "candidates", multiple=True, type=click.Path(path_type=Path),
-              help="Candidate student ONNX model (repeatable).")
+@click.option("--candidate", "candidates", multiple=True, metavar="MODEL",
+              help="Candidate student model (repeatable): a file or an MLflow URI.")
 @click.option("--teacher-scores", metavar="COL", help="Audit-set column of teacher scores.")
 @click.option("--candidate-scores", metavar="COL", multiple=True,
               help="Audit-set column of a candidate's scores (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fairgate-compare"),
               show_default=True, help="Directory for compare.md, compare.json and one "
               "report.json per candidate (in <candidate>/).")
-@click.option("--no-mlflow", is_flag=True, help="Do not log the candidates' runs to MLflow.")
-@click.option("--parent-run", metavar="RUN_ID", help="Nest the MLflow runs under this run.")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the comparison to MLflow.")
+@click.option("--parent-run", metavar="RUN_ID", help="Nest the comparison's run under this run.")
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
 @_engine_options
 @translate_errors
-def compare(policy: Path, data: str, teacher: Path | None, candidates: tuple[Path, ...],
+def compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str, ...],
             teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
             no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int,
             engine: str, spark_master: str | None,
             spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate several candidate students against one teacher and rank them (Pareto front).
 
-    Exit 0 if at least one candidate passes the gate, 1 if none does.
+    Exit 0 if at least one candidate passes the gate, 1 if none does. In MLflow: one run for
+    the comparison, with each candidate's gate nested under it.
     """
+    options = _engine(engine, spark_master, spark_conf, out)
+    logger = None
+    if not no_mlflow:
+        from fairgate.integrations.mlflow import Logger
+
+        logger = Logger()
+    try:
+        _compare(policy, data, teacher, candidates, teacher_scores, candidate_scores, out,
+                 parent_run, seed, batch_size, options, logger)
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str, ...],
+             teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
+             parent_run: str | None, seed: int | None, batch_size: int, options: Any,
+             logger: Any) -> None:
     from fairgate.compare import CompareRequest, render_terminal, run_compare, write_comparison
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir
@@ -236,35 +335,24 @@ def compare(policy: Path, data: str, teacher: Path | None, candidates: tuple[Pat
     request = CompareRequest(policy=policy, data=data, teacher=teacher, candidates=candidates,
                              teacher_scores=teacher_scores, candidate_scores=candidate_scores,
                              out=out, seed=seed, batch_rows=batch_size,
-                             engine=_engine(engine, spark_master, spark_conf, out))
+                             engine=options)
     loaded = load_policy(policy)
-    if not no_mlflow:  # a malformed tracking URI is a usage error before any work is done
-        from fairgate.integrations.mlflow import parent_of, target_of
-
-        target_of(loaded)
-        parent_of(parent_run)
+    if logger is not None:  # a malformed tracking URI is a usage error before any work is done
+        logger.configure(loaded, parent_run)
     prepare_out_dir(out)  # a ranking that cannot be written is lost: fail before any work
     result = run_compare(request)
     write_comparison(result, out)
     echo(render_terminal(result), nl=False)
-    if not no_mlflow:  # logging never changes the ranking; mlflow.required makes it exit 3
-        from fairgate.errors import TrackingError
-        from fairgate.integrations.mlflow import log_gate_run
+    if logger is not None:  # logging never changes the ranking; mlflow.required: exit 3
+        from fairgate.integrations.mlflow import record_in_report
 
-        missed = []
-        for cand in result.candidates:
-            try:
-                logged = log_gate_run(cand.report, out / cand.name, parent_run)
-                ok, message = logged.ok, logged.message
-            except Exception as e:
-                ok, message = False, f"MLflow: run NOT logged: {type(e).__name__}: {e}"
-            echo(f"{cand.name}: {message}", err=not ok)
-            if not ok:
-                missed.append(cand.name)
-        if missed and result.candidates[0].report.policy.policy.mlflow.required:
-            raise TrackingError(f"the policy requires MLflow logging (mlflow.required: true) and "
-                                f"the runs of {', '.join(missed)} were not logged; the "
-                                f"comparison's own exit code was {result.exit_code}")
+        parent, runs = logger.log_compare(result, out)
+        record_in_report(out / "compare.json", parent)
+        for cand, one in zip(result.candidates, runs, strict=True):
+            record_in_report(out / cand.name / "report.json", one)
+        _tracked([parent, *runs], required=loaded.policy.mlflow.required,
+                 own=f"the comparison's own exit code was {result.exit_code}",
+                 names=["compare", *(c.name for c in result.candidates)])
     sys.exit(result.exit_code)
 
 

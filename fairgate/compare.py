@@ -39,9 +39,11 @@ from fairgate.engine.run import EngineOptions
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.inputs.files import require_regular_file
+from fairgate.inputs.sources import ModelFiles, ModelSource, model_label, model_source, source_label
+from fairgate.policy import load_policy
 from fairgate.report import prepare_out_dir, safe, write_atomic, write_reports
 from fairgate.report.json import num as json_number
-from fairgate.run import GateRequest, run_gate
+from fairgate.run import GateRequest, ModelRef, run_gate
 
 SCHEMA_VERSION = 1
 Sense = Literal["max", "min"]
@@ -208,8 +210,8 @@ def objective_values(report: GateReport, role: Role = "student") -> tuple[Object
 class CompareRequest:
     policy: Path
     data: Path | str
-    teacher: Path | None = None
-    candidates: tuple[Path, ...] = ()
+    teacher: ModelRef | None = None
+    candidates: tuple[ModelRef, ...] = ()  # files or MLflow URIs (inputs/sources.py)
     teacher_scores: str | None = None
     candidate_scores: tuple[str, ...] = ()
     out: Path = Path("fairgate-compare")
@@ -290,19 +292,35 @@ def candidate_names(sources: Sequence[str]) -> list[str]:
     return out
 
 
-def _sources(req: CompareRequest) -> tuple[list[tuple[str, bool]], str]:
-    """(candidate, is a scores column) for every candidate, and the teacher's name: ONNX
-    models and columns of logged scores may be mixed, as in ``fairgate check``."""
+def _sources(req: CompareRequest) -> tuple[list[tuple[ModelSource | str, str]], str]:
+    """(candidate, name source) for every candidate (a model, or a scores column given as
+    text), and the teacher's name: ONNX models, MLflow URIs and columns of logged scores may
+    be mixed, as in ``fairgate check``. Files are checked here; URIs when they are resolved."""
     if (req.teacher is None) == (req.teacher_scores is None):
         raise UsageError("give the teacher once: --teacher T.onnx or --teacher-scores COL")
     if not req.candidates and not req.candidate_scores:
         raise UsageError("give one or more candidates: --candidate S.onnx or --candidate-scores "
                          "COL (both repeatable)")
-    for path in req.candidates:
-        require_regular_file(path, ModelError, where=f"candidate model {path}",
-                             expected="an .onnx file")
-    sources = [(str(p), False) for p in req.candidates] + [(c, True) for c in req.candidate_scores]
+    models = [model_source(c, "--candidate") for c in req.candidates]
+    if req.teacher is not None:
+        model_source(req.teacher, "--teacher")  # a malformed URI: exit 2 before any work
+    for m in models:
+        if m.path is not None:
+            require_regular_file(m.path, ModelError, where=f"candidate model {m.given}",
+                                 expected="an .onnx file")
+    sources: list[tuple[ModelSource | str, str]] = [(m, _name_seed(m)) for m in models]
+    sources += [(c, c) for c in req.candidate_scores]
     return sources, str(req.teacher) if req.teacher is not None else str(req.teacher_scores)
+
+
+def _name_seed(m: ModelSource) -> str:
+    """What a candidate's name is made from: the file, ``credit/7``, ``credit@champion``,
+    the logged model's id, ``run_<id>_<path>``."""
+    if m.kind == "logged_model":
+        return str(m.model_id)
+    if m.kind == "run":
+        return f"run_{(m.run_id or '')[:8]}_{m.artifact_path}"
+    return m.given if m.path is not None else source_label(m)
 
 
 def run_compare(req: CompareRequest) -> Comparison:
@@ -312,23 +330,26 @@ def run_compare(req: CompareRequest) -> Comparison:
     before any candidate is gated.
     """
     sources, teacher = _sources(req)
-    names = candidate_names([s for s, _ in sources])
+    names = candidate_names([label for _, label in sources])
     for name in names:
         prepare_out_dir(req.out / name)
     candidates = []
-    for name, (source, column) in zip(names, sources, strict=True):
-        gate_req = GateRequest(
-            policy=req.policy, data=req.data, teacher=req.teacher,
-            teacher_scores=req.teacher_scores,
-            student=None if column else Path(source), student_scores=source if column else None,
-            out=req.out / name, seed=req.seed, batch_rows=req.batch_rows, formats=("json",),
-            engine=req.engine,
-        )
-        try:
-            report = run_gate(gate_req)
-        except FairgateError as e:  # same class, so the same exit code; say which candidate
-            raise type(e)(f"gating candidate {name}: {e}") from None
-        candidates.append(Candidate(name, source, report, objective_values(report)))
+    with ModelFiles(load_policy(req.policy)) as files:  # the teacher is downloaded once
+        for name, (source, _) in zip(names, sources, strict=True):
+            model = source if isinstance(source, ModelSource) else None
+            gate_req = GateRequest(
+                policy=req.policy, data=req.data, teacher=req.teacher,
+                teacher_scores=req.teacher_scores,
+                student=model, student_scores=source if isinstance(source, str) else None,
+                out=req.out / name, seed=req.seed, batch_rows=req.batch_rows, formats=("json",),
+                engine=req.engine,
+            )
+            try:
+                report = run_gate(gate_req, files)
+            except FairgateError as e:  # same class, so the same exit code; say which one
+                raise type(e)(f"gating candidate {name}: {e}") from None
+            given = source if isinstance(source, str) else source.given
+            candidates.append(Candidate(name, given, report, objective_values(report)))
     ranking = rank([Scored(c.name, c.report.decision.verdict, tuple(o.value for o in c.objectives))
                     for c in candidates])
     return Comparison(req, teacher, objective_values(candidates[0].report, "teacher"),
@@ -390,17 +411,21 @@ def _verdict_line(c: Comparison) -> str:
     return f"no candidate passes the gate ({len(c.candidates)} gated)"
 
 
+def _teacher_name(c: Comparison) -> str:
+    return model_label(c.candidates[0].report.inputs["teacher"])
+
+
 def render_terminal(c: Comparison) -> str:
     """The ranking for the terminal and CI logs: every cell and note through safe.terminal."""
     from fairgate.report.terminal import _table
 
     t = safe.terminal
     rows = [[t(x) for x in row] for row in _rows(c)]
-    rows.append(["", f"teacher: {t(Path(c.teacher).name)}", "", "",
+    rows.append(["", f"teacher: {t(_teacher_name(c))}", "", "",
                  *(t(_fmt(o)) for o in c.teacher_objectives), ""])
     first = c.candidates[0].report
     lines = [f"fairgate compare · {t(first.policy.path)} · {first.inputs['data']['rows']:,} rows · "
-             f"{len(c.candidates)} candidates vs {t(Path(c.teacher).name)}",
+             f"{len(c.candidates)} candidates vs {t(_teacher_name(c))}",
              t(_objective_text(c), 1000), "", *_table(rows, HEADER), "", t(_verdict_line(c))]
     lines += [t(n, 500) for n in _notes(c)]
     lines += ["", f"Reports: {t(c.request.out)}/ (compare.md, compare.json, "

@@ -7,7 +7,6 @@ exception) to an exit code. Everything here raises :class:`FairgateError` subcla
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,24 +40,27 @@ from fairgate.core.multiclass import ClassIndex
 from fairgate.core.outcome import GateReport
 from fairgate.engine.batch import CountResult, MulticlassPlan, SpuriousCut
 from fairgate.engine.run import EngineOptions, count_pass, pass_spec, wants_scores
-from fairgate.errors import InputError, ModelError, UsageError
+from fairgate.errors import ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
-from fairgate.inputs.files import require_regular_file
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
+from fairgate.inputs.sources import ModelFiles, ModelSource, model_source, sha256_file
 from fairgate.policy import LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
+
+#: A model as given: a path, text (a path or an MLflow URI, see inputs/sources.py), or parsed.
+ModelRef = Path | str | ModelSource
 
 
 @dataclass(frozen=True)
 class GateRequest:
     policy: Path
     data: Path | str  # a file, a directory or glob of files, a URI, or table:catalog.db.name
-    teacher: Path | None = None
-    student: Path | None = None
+    teacher: ModelRef | None = None
+    student: ModelRef | None = None
     teacher_scores: str | None = None
     student_scores: str | None = None
-    reference_student: Path | None = None  # multi-class: e.g. a non-distilled student (#SC)
+    reference_student: ModelRef | None = None  # multi-class: e.g. a non-distilled student (#SC)
     reference_scores: str | None = None
     out: Path = Path("fairgate-report")
     seed: int | None = None
@@ -104,28 +106,36 @@ def groupings_of(policy: Policy) -> list[Grouping]:
     return out
 
 
-def _predictors(req: GateRequest, policy: Policy) -> tuple[Predictor, Predictor, Predictor | None]:
-    """A predictor per model: an ONNX file or a column of precomputed predictions, each read
-    with its own settings (teachers and students are often exported differently)."""
+def _predictors(req: GateRequest, policy: Policy, files: ModelFiles,
+                 described: dict[str, dict[str, Any]],
+                 ) -> tuple[Predictor, Predictor, Predictor | None]:
+    """A predictor per model: an ONNX file (a path, or an MLflow URI resolved to one by
+    ``files``) or a column of precomputed predictions, each read with its own settings
+    (teachers and students are often exported differently). ``described`` receives what
+    report.json records of each model's file and source, by role."""
     multi = policy.multiclass is not None
     if (req.reference_student or req.reference_scores) and not multi:
         raise UsageError("a reference student is compared class by class: it needs a multi-class "
                          "policy (a multiclass: section)")
 
-    def make(role: str, option: str, path: Path | None, column: str | None) -> Predictor | None:
-        if path is not None and column is not None:
+    def make(role: str, option: str, given: ModelRef | None,
+             column: str | None) -> Predictor | None:
+        if given is not None and column is not None:
             raise UsageError(f"give --{option} or --{option}-scores for the {role}, not both")
         s = policy.model.for_role(role)
         classes, classes_from = declared_classes(policy, role)
         if column is not None:
             return ColumnPredictor(role, column, s.threshold, multi, classes, classes_from)
-        if path is None:
+        if given is None:
             return None
+        local = files.local(model_source(given, f"--{option}"), role)
         read = ReadSettings(output=s.output, output_name=s.output_name, threshold=s.threshold,
                             positive_label=policy.audit.positive_label,
                             positive_class=s.positive_class, positive_column=s.positive_column,
                             classes=classes, classes_from=classes_from, multiclass=multi)
-        return OnnxPredictor(role, path, s.features, read, s.missing)
+        predictor = OnnxPredictor(role, local.path, s.features, read, s.missing)
+        described[role] = local.describe()  # after loading: its errors name the file first
+        return predictor
 
     reference = make("reference student", "reference", req.reference_student,
                      req.reference_scores)
@@ -149,16 +159,19 @@ def declared_classes(policy: Policy, role: str) -> tuple[tuple[str, ...] | None,
 
 
 def sha256_of(path: Path) -> str:
-    require_regular_file(path, InputError)  # a FIFO or a device would never end
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
-def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
-    """Read, predict, count, compute and decide; no file is written here."""
+def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
+                    files: ModelFiles | None = None) -> GateReport:
+    """Read, predict, count, compute and decide; no file is written here.
+
+    ``files`` resolves model URIs and holds their downloads (default: one for this gate,
+    whose downloads are removed when it returns).
+    """
+    if files is None:
+        with ModelFiles(loaded) as own:
+            return evaluate_policy(loaded, req, own)
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
     policy = loaded.policy
     if req.seed is not None:
@@ -167,7 +180,8 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
         })
         loaded = replace(loaded, policy=policy)
     t0 = time.perf_counter()
-    teacher, student, reference = _predictors(req, policy)
+    described: dict[str, dict[str, Any]] = {}
+    teacher, student, reference = _predictors(req, policy, files, described)
     models = [p for p in (teacher, student, reference) if p is not None]
     if policy.individual is not None and policy.individual.counterfactual is not None:
         _check_counterfactual(policy.individual.counterfactual.column, teacher, student)
@@ -219,11 +233,12 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest) -> GateReport:
     inputs = {
         "policy": {"path": str(loaded.path), "sha256": loaded.sha256},
         "data": data_info,
-        "teacher": {**teacher.describe(), **_hash_model(req.teacher)},
-        "student": {**student.describe(), **_hash_model(req.student)},
+        "teacher": {**teacher.describe(), **described.get("teacher", {})},
+        "student": {**student.describe(), **described.get("student", {})},
     }
     if reference is not None:
-        inputs["reference_student"] = {**reference.describe(), **_hash_model(req.reference_student)}
+        inputs["reference_student"] = {**reference.describe(),
+                                       **described.get("reference student", {})}
     return GateReport(
         policy=loaded, decision=decision, groupings=tuple(groupings),
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
@@ -468,10 +483,6 @@ def batch_warnings(inputs: dict[str, Any], batch_rows: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _hash_model(path: Path | None) -> dict[str, str]:
-    return {"sha256": sha256_of(path)} if path is not None else {}
-
-
-def run_gate(req: GateRequest) -> GateReport:
+def run_gate(req: GateRequest, files: ModelFiles | None = None) -> GateReport:
     """Load the policy and evaluate it; the caller writes reports and logs the run."""
-    return evaluate_policy(load_policy(req.policy), req)
+    return evaluate_policy(load_policy(req.policy), req, files)

@@ -146,15 +146,19 @@ class SilentServer:
 
 
 class FaultyServer:
-    """Answers 503 (with ``Retry-After: 60``) to requests whose path matches ``fail``, waits
+    """Answers 503 (with ``Retry-After: 60``) to requests whose ``METHOD path`` matches ``fail``, waits
     ``delay`` seconds before those matching ``slow``, and forwards the rest to ``upstream``
-    (with no upstream, every request fails)."""
+    (with no upstream, every request fails). ``fail_after``: once a request matches it, every
+    later request fails too, as if the server had gone away."""
 
     def __init__(self, upstream: str | None = None, fail: str = ".*", slow: str = "$^",
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, fail_after: str = "$^") -> None:
         self.upstream, self.fail, self.slow = upstream, re.compile(fail), re.compile(slow)
+        self.fail_after = re.compile(fail_after)
+        self.gone = False
         self.delay = delay
         self.failed: list[str] = []
+        self.seen: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -166,9 +170,12 @@ class FaultyServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                request = f"{self.command} {self.path}"
+                outer.seen.append(request)
                 if outer.slow.search(self.path):
                     time.sleep(outer.delay)
-                if outer.upstream is None or outer.fail.search(self.path):
+                outer.gone = outer.gone or bool(outer.fail_after.search(self.path))
+                if outer.upstream is None or outer.fail.search(request) or outer.gone:
                     outer.failed.append(f"{self.command} {self.path}")
                     payload = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "down"}'
                     self.send_response(503)

@@ -153,7 +153,8 @@ def test_action_runs_the_gate_and_sets_outputs(workspace: Path) -> None:
               for r in report["results"] if r["blocking"]]
     assert run.outputs == {"verdict": report["verdict"], "report-dir": "fairgate-report",
                            "failed-checks": "\n".join(failed),
-                           "exit-code": str(report["exit_code"])}
+                           "exit-code": str(report["exit_code"]),
+                           "mlflow-run-id": "", "promoted": ""}  # mlflow: auto, no server
     md = (workspace / "fairgate-report" / "report.md").read_text(encoding="utf-8")
     assert gate.summary == md
     annotations = [line for line in gate.stdout.splitlines() if line.startswith("::error ")]
@@ -184,6 +185,20 @@ def test_broken_gate_is_an_error_not_a_failure(workspace: Path) -> None:
     assert "bad.yaml:2: audit.positive_label: required key is missing" in run.steps[-1].stderr
     assert "::error title=fairgate::the gate itself broke (exit 2" in run.steps[-1].stdout
     assert run.steps[-1].summary.startswith("## ⛔ fairgate: the gate itself broke (exit 2)")
+
+
+def test_action_forwards_model_uris_and_promote(workspace: Path) -> None:
+    uris = {"policy": "policy.yaml", "data": "audit.parquet", "teacher": "models:/credit@champion",
+            "student": "models:/credit/7", "install": "false"}
+    run = run_action({**uris, "promote": "champion", "mlflow": "false"}, workspace)
+    assert run.returncode == 2 and run.outputs["verdict"] == "error"
+    assert ("--promote moves an MLflow registry alias, which needs the run logged to MLflow: "
+            "drop --no-mlflow") in run.steps[-1].stderr
+    run = run_action({**uris, "mlflow": "false"}, workspace)  # URIs reach fairgate as given
+    assert run.returncode == 3 and run.outputs["exit-code"] == "3"
+    assert ("teacher model models:/credit@champion: no MLflow tracking server is set"
+            in run.steps[-1].stderr)
+    assert not (workspace / "mlflow.db").exists()
 
 
 def test_extra_args_are_data_not_shell_code(workspace: Path) -> None:
@@ -244,6 +259,33 @@ def test_github_workflow_uses_the_action_and_uploads_reports() -> None:
     assert upload["if"] == "${{ always() }}"
     assert upload["with"]["path"] == "${{ steps.fairgate.outputs.report-dir }}"
     assert "uses: OWNER/fairgate@" in (CI / "github-workflow.yml").read_text()
+
+
+def test_registry_release_workflow_promotes_on_pass_only() -> None:
+    text = (CI / "github-release-from-registry.yml").read_text()
+    wf = yaml.safe_load(text)
+    (job,) = wf["jobs"].values()
+    gate = next(s for s in job["steps"] if s.get("id") == "fairgate")
+    assert gate["with"].keys() <= ACTION["inputs"].keys()
+    assert gate["with"]["teacher"] == "models:/credit@champion"
+    assert gate["with"]["student"] == "models:/credit/${{ inputs.version }}"
+    assert gate["with"]["promote"] == "champion" and gate["with"]["mlflow"] == "true"
+    assert job["env"]["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"
+    said = job["steps"][-1]
+    assert "${{" not in said["run"]  # outputs reach the script as environment variables
+    assert said["env"]["PROMOTED"] == "${{ steps.fairgate.outputs.promoted }}"
+    assert {"promoted", "mlflow-run-id"} <= ACTION["outputs"].keys()
+
+
+def test_registry_jenkinsfile_promotes_on_pass_only() -> None:
+    text = (CI / "Jenkinsfile.registry").read_text()
+    assert "--promote champion" in text and "--no-mlflow" not in text
+    assert '--student "models:/credit/$MODEL_VERSION"' in text
+    assert re.search(r"params.MODEL_VERSION ==~ /\\d\+/", text)  # validated before the shell
+    broke = re.search(r"if \(code >= 2\) \{\s*error\(", text)
+    failed = re.search(r"if \(code == 1\) \{[^}]*?error\(", text)
+    assert broke and failed and broke.start() < failed.start()
+    assert text.count("{") == text.count("}") and text.count("(") == text.count(")")
 
 
 def test_gitlab_job_publishes_the_junit_report() -> None:

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import fairgate.integrations.mlflow
 from fairgate.compare import (
     Scored,
     candidate_names,
@@ -20,9 +19,9 @@ from fairgate.compare import (
     rank,
 )
 from fairgate.core.gate import Verdict
-from fairgate.integrations.mlflow import Logged
 from fairgate.run import GateRequest, run_gate
 from tests.conftest import EXAMPLE, SYNTHETIC_POLICY
+from tests.mlflow_server import free_port
 
 NAN = math.nan
 P, W, F = Verdict.PASS, Verdict.WARN, Verdict.FAIL
@@ -313,15 +312,7 @@ def test_usage_and_input_errors(synthetic, write_policy, run_cli, tmp_path) -> N
 @pytest.mark.parametrize("required", [False, True])
 def test_mlflow_failures_do_not_change_the_result(synthetic, write_policy, run_cli, tmp_path,
                                                   monkeypatch, required) -> None:
-    calls: list[tuple[str, Path]] = []
-
-    def flaky(report, out, parent_run=None):
-        calls.append((report.inputs["student"]["column"], out))
-        if len(calls) == 1:
-            return Logged(False, "MLflow: run NOT logged: server down", "down")
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(fairgate.integrations.mlflow, "log_gate_run", flaky)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nobody there
     data = _two_candidates(synthetic)
     text = SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.5")
     if required:
@@ -330,16 +321,18 @@ def test_mlflow_failures_do_not_change_the_result(synthetic, write_policy, run_c
     r = run_cli("compare", "--policy", write_policy(text), "--data", data, "--teacher-scores", "t",
                 "--candidate-scores", "s", "--candidate-scores", "s2", "--out", out)
     assert r.exit_code == (3 if required else 0), r.stderr
-    assert calls == [("s", out / "s"), ("s2", out / "s2")]
-    assert "s: MLflow: run NOT logged: server down" in r.stderr
-    assert "s2: MLflow: run NOT logged: RuntimeError: boom" in r.stderr
+    for name in ("compare", "s", "s2"):
+        assert f"{name}: MLflow: run NOT logged to http://127.0.0.1:" in r.stderr
+    assert r.stderr.count("connection refused (is the tracking server running?)") == 3
     assert (out / "s" / "report.json").exists() and (out / "compare.json").exists()
-    assert ("the runs of s, s2 were not logged; the comparison's own exit code was 0"
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["exit_code"] == 0 and summary["mlflow"]["logged"] is False
+    assert ("the runs of compare, s, s2 were not logged; the comparison's own exit code was 0"
             in r.stderr) == required
 
 
-def test_mlflow_one_run_per_candidate_in_the_default_store(synthetic, write_policy, run_cli,
-                                                           tmp_path) -> None:
+def test_mlflow_one_parent_run_with_candidates_nested(synthetic, write_policy, run_cli,
+                                                      tmp_path) -> None:
     from mlflow.tracking import MlflowClient
 
     data = _two_candidates(synthetic)
@@ -351,10 +344,26 @@ def test_mlflow_one_run_per_candidate_in_the_default_store(synthetic, write_poli
     assert r.exit_code == summary["exit_code"], r.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")  # run_cli works in tmp_path
     runs = client.search_runs([client.get_experiment_by_name("fairgate").experiment_id])
+    (parent,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    children = {run.data.tags["fairgate.verdict"]: run for run in runs if run is not parent}
+    assert summary["mlflow"]["run_id"] == parent.info.run_id
+    assert parent.info.run_name.startswith("compare 2 candidates vs t · policy · ")
+    assert parent.data.tags["fairgate.kind"] == "compare"
+    assert parent.data.metrics["fairgate.passed"] == float(summary["exit_code"] == 0)
+    assert parent.data.metrics["fairgate.candidates"] == 2.0
+    assert parent.info.status == ("FINISHED" if summary["exit_code"] == 0 else "FAILED")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
+        "compare.json", "compare.md"}
+    nested = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(nested) == 2 == len(runs) - 1 and children
     verdicts = {c["name"]: c["verdict"] for c in summary["candidates"]}
-    assert {run.info.run_name: run.data.tags["fairgate.verdict"] for run in runs} == {
-        f"{name} vs t": verdict for name, verdict in verdicts.items()}
-    assert r.stdout.count("MLflow: logged run") == 2
+    for cand in summary["candidates"]:
+        report = json.loads((out / cand["name"] / "report.json").read_text())
+        run = client.get_run(report["mlflow"]["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.run_name.startswith(f"{cand['name']} vs t · policy · ")
+        assert run.data.tags["fairgate.verdict"] == verdicts[cand["name"]]
+    assert r.stdout.count("MLflow: logged run") == 3
 
 
 def test_malformed_tracking_uri_exits_2_before_any_gate(synthetic, write_policy, run_cli,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import hashlib
 import io
 import json
@@ -150,7 +151,14 @@ def expected_metrics(report: dict[str, Any]) -> dict[str, float]:
                     out[f"{base}/{model}/{rate}"] = value
         out[f"{base}/n"] = g["n"]
         out[f"{base}/mcnemar_p"] = g["mcnemar"]["p_value"]
+    out["fairgate.passed"] = float(report["exit_code"] == 0)
+    out["fairgate.blocking_checks"] = float(sum(r["blocking"] for r in report["results"]))
     return out
+
+
+def status_of(report: dict[str, Any]) -> str:
+    """The run status fairgate gives a gate: FAILED when the gate failed."""
+    return "FINISHED" if report["exit_code"] == 0 else "FAILED"
 
 
 def download(client: MlflowClient, run_id: str, path: str, dst: Path) -> Path:
@@ -410,8 +418,9 @@ def test_commands_that_do_not_log_never_import_mlflow(synthetic, write_policy,
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    # logging too: the MLflow calls run in a child process (integrations/mlflow_worker.py)
     assert out.stdout.split() == ["help", "False", "validate", "False", "metrics", "False",
-                                  "no-mlflow", "False", "logging", "True"]
+                                  "no-mlflow", "False", "logging", "False"]
 
 
 # ----------------------------------------------------------------------------- a real server
@@ -428,9 +437,12 @@ def test_run_holds_params_metrics_tags_and_artifacts(server, synthetic, write_po
     assert r.exit_code == report["exit_code"], r.stderr
     client = MlflowClient(server.uri)
     run = client.get_run(run_id_of(r))
-    assert run.info.status == "FINISHED"
-    assert client.get_experiment(run.info.experiment_id).name == "fairgate"
-    assert run.info.run_name == "s vs t"
+    assert run.info.status == status_of(report)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "fairgate"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    clock = dt.datetime.fromisoformat(report["run"]["started_at"]).strftime("%H:%M:%S")
+    assert run.info.run_name == f"s vs t · policy · {clock}"
 
     params = run.data.params
     assert params["policy.sha256"] == sha256(policy)
@@ -464,8 +476,28 @@ def test_run_holds_params_metrics_tags_and_artifacts(server, synthetic, write_po
     assert names == written | {"kpis.csv", "metric_keys.json", "policy"}
     got = tmp_path / "got"
     got.mkdir()
-    assert download(client, run.info.run_id, "report.json", got).read_bytes() == \
-        (r.out / "report.json").read_bytes()
+    logged_report = json.loads(download(client, run.info.run_id, "report.json", got).read_text())
+    local = dict(report)
+    assert 0 < local["mlflow"].pop("seconds_after_gate") < 60
+    assert local.pop("mlflow") == {  # what MLflow holds, added to the local copy afterwards
+        "logged": True, "error": None, "tracking_uri": server.uri,
+        "experiment_id": run.info.experiment_id, "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "run_url": f"{server.uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+        "model_version": None, "promotion": None}
+    assert logged_report == local
+
+    (dataset,) = run.inputs.dataset_inputs  # the audit set, in the run's Datasets panel
+    assert dataset.dataset.name == "audit.parquet"
+    fingerprint = discover(synthetic).fingerprint()  # of the listing, not of the bytes
+    assert dataset.dataset.digest == fingerprint[:16]
+    assert dataset.dataset.source_type == "local"
+    assert json.loads(dataset.dataset.source) == {"uri": str(synthetic.resolve())}
+    assert json.loads(dataset.dataset.profile) == {"num_rows": 5000, "fingerprint": fingerprint,
+                                                   "num_columns": 5}
+    assert {c["name"]: c["type"] for c in json.loads(dataset.dataset.schema)["mlflow_colspec"]} \
+        == {"sex": "string", "race": "string", "y": "long", "t": "double", "s": "double"}
+    assert {(t.key, t.value) for t in dataset.tags} == {("mlflow.data.context", "audit")}
     assert download(client, run.info.run_id, "policy/policy.yaml", got).read_text() == \
         policy.read_text()
     resolved = download(client, run.info.run_id, "policy/resolved.yaml", got)
@@ -499,7 +531,7 @@ def test_onnx_models_policy_experiment_and_run_name(server, write_policy, run_cl
     client = MlflowClient(server.uri)
     run = client.get_run(run_id_of(r))
     assert client.get_experiment(run.info.experiment_id).name == "adult-release"
-    assert run.info.run_name == "T4 candidate" and run.info.status == "FINISHED"
+    assert run.info.run_name == "T4 candidate" and run.info.status == status_of(report)
     assert run.data.tags["fairgate.sha256.teacher"] == sha256(teacher)
     assert run.data.tags["fairgate.sha256.student"] == sha256(student)
     assert run.data.tags["fairgate.data.fingerprint"] == report["inputs"]["data"]["fingerprint"]
@@ -522,7 +554,7 @@ def test_awkward_group_values_give_unique_valid_keys(server, write_policy, run_c
     report = r.report
     client = MlflowClient(server.uri)
     run = client.get_run(run_id_of(r))
-    assert run.info.status == "FINISHED"  # the server accepted every key
+    assert run.info.status == status_of(report)  # the server accepted every key
     origins = json.loads(download(client, run.info.run_id, "metric_keys.json",
                                   tmp_path).read_text())
     groups = {(g["label"], "*".join(g["grouping"])): g for g in report["groups"]}
@@ -536,10 +568,13 @@ def test_awkward_group_values_give_unique_valid_keys(server, write_policy, run_c
         n_values += sum(item[f] is not None for _, f in PARTS)
         n_values += 2 * sum(v is not None for k, v in (item["interval"] or {}).items()
                             if k != "defined_share")
+    n_values += 2  # fairgate.passed, fairgate.blocking_checks
     assert len(run.data.metrics) == n_values  # nothing overwrote anything
     for key, value in run.data.metrics.items():
         assert valid_key(key)
         origin = origins[key]
+        if key.startswith("fairgate."):
+            continue
         if origin[0] == "group":
             _, grouping, label, *rest = origin
             g = groups[(label, grouping)]
@@ -606,8 +641,12 @@ def test_slow_server_leaves_an_incomplete_run_marked_failed(server, synthetic, w
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", slow.uri)
         r = gate(run_cli, write_policy(with_mlflow(SYNTHETIC_POLICY, timeout=2)), synthetic)
-        assert_not_logged(r, baseline, False, "did not finish within 2 s (mlflow.timeout); run ")
-        run_id = re.search(r"run ([0-9a-f]{32}) was started there and is incomplete", r.stderr)
+        # either the request timed out in time to say so, or the wait did (2 s)
+        assert_not_logged(r, baseline, False, "MLflow: run NOT logged")
+        assert ("the server accepted the connection but did not answer in time" in r.stderr
+                or "did not finish within 2 s (mlflow.timeout)" in r.stderr), r.stderr
+        run_id = re.search(r"run ([0-9a-f]{32}) was started there and is (incomplete|marked "
+                           r"FAILED)", r.stderr)
         assert run_id, r.stderr
         client = MlflowClient(server.uri)
         deadline = time.monotonic() + 30  # the abandoned worker marks it once the call returns

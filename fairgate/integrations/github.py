@@ -12,12 +12,13 @@ verdict or exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
@@ -32,6 +33,7 @@ from fairgate.report.safe import (
     WorkflowCommand,
     clip,
     emit_workflow_command,
+    markdown,
     visible,
     workflow_command,
 )
@@ -177,3 +179,21 @@ def publish(report: GateReport, out: Path, env: Mapping[str, str] | None = None,
         except OSError as e:
             echo(workflow_command("warning", f"cannot write {var} ({type(e).__name__}: {e})",
                                   title="fairgate"))
+
+
+def publish_tracking(lines: list[str], logged: Any, promoted: bool | None,
+                     env: Mapping[str, str] | None = None) -> None:
+    """After MLflow logging: its lines in the step summary, and the step outputs
+    ``mlflow-run-id`` and, when --promote was asked, ``promoted`` (``true`` when the alias
+    now points to the student's version)."""
+    env = os.environ if env is None else env
+    summary = "".join(f"- {markdown(line)}\n" for line in lines)
+    values = {"mlflow-run-id": logged.run_id or ""}
+    if promoted is not None:
+        values["promoted"] = "true" if promoted else "false"
+    for var, text in (("GITHUB_STEP_SUMMARY", "\n**MLflow**\n\n" + summary),
+                      ("GITHUB_OUTPUT", format_outputs(values))):
+        path = env.get(var)
+        if path:
+            with contextlib.suppress(OSError):
+                _append(path, text)

@@ -1,43 +1,64 @@
 """MLflow: one run per gate, holding everything needed to understand and reproduce the verdict.
 
-mlflow is imported here only, and only when a run is logged, so the CLI starts fast.
 Logging never changes the verdict or the reports: an unreachable, slow or failing server
 is reported in one plain line, the whole wait is bounded by ``mlflow.timeout`` (mlflow's
 own HTTP client would otherwise retry for minutes and honour ``Retry-After``), and only
 ``mlflow.required: true`` turns a logging failure into exit 3. A malformed tracking URI
 is a usage error (exit 2), found before anything is sent.
 
+The MLflow calls themselves run in a child process (:mod:`fairgate.integrations.mlflow_worker`)
+that the CLI starts before the gate, so that importing mlflow and opening the store overlap
+with the gate; this module builds what that process logs (pure data, tested without a
+server) and reads its answers. mlflow is never imported here.
+
 Where the run goes: the policy's ``mlflow.tracking_uri``, else ``MLFLOW_TRACKING_URI``,
 else MLflow's default store (today ``sqlite:///mlflow.db`` in the working directory). The
 experiment is the parent run's when nested (MLflow shows nesting within one experiment),
-else the policy's ``mlflow.experiment``, else ``MLFLOW_EXPERIMENT_NAME``, else ``fairgate``.
+else the policy's ``mlflow.experiment``, else ``MLFLOW_EXPERIMENT_NAME``, else ``fairgate``;
+an experiment fairgate creates (or finds without a kind) is put in MLflow 3's model-training
+view.
+
+What a run holds: params, metrics (every value with its interval, per-group rates, and
+``fairgate.passed``, 1 or 0, a sortable verdict column), tags (verdict, hashes, the model
+sources, CI provenance, the note), the audit set as a dataset input, the logged models gated
+as model inputs, and the reports and policy as artifacts. A failed gate ends its run as
+FAILED, a pass or a warn as FINISHED. When the student is a registered model version, the
+verdict is stamped on it as tags, and ``--promote ALIAS`` moves the alias to it (pass only,
+after everything else was logged).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime as dt
 import getpass
 import hashlib
 import io
 import json
-import logging
 import math
 import os
+import queue
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
+from fairgate.inputs.sources import model_label
+from fairgate.integrations.mlflow_worker import GRACE, RestStore, http_settings
+from fairgate.integrations.mlflow_worker import why as why
 from fairgate.policy import LoadedPolicy
 from fairgate.report import safe
 from fairgate.report.json import num as json_number
@@ -45,23 +66,14 @@ from fairgate.report.markdown import by_evidence
 from fairgate.report.safe import mlflow_key_part as key_part
 from fairgate.report.terminal import model_reading, model_readings
 
+if TYPE_CHECKING:
+    from fairgate.compare import Comparison
+
 # MLflow's per-request limits (mlflow.utils.validation), kept here so no import is needed.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
 MAX_KEY, MAX_PARAM_VALUE, MAX_TAG_VALUE, MAX_RUN_NAME = 250, 6000, 8000, 250
 DEFAULT_EXPERIMENT = "fairgate"
 NOTE_BUDGET = 7800  # mlflow.note.content is a tag: at most MAX_TAG_VALUE characters
-
-# HTTP settings of mlflow's client while fairgate logs: one immediate retry at most, no
-# honouring of Retry-After (a server asking for 60 s would break the bound), no URL print.
-_HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": 1,
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": 0,
-}
-_HTTP_FIXED = {"MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
-               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
-_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
-_ENV_LOCK = threading.Lock()
 
 # ----------------------------------------------------------------------------- keys
 
@@ -220,6 +232,10 @@ def collect(report: GateReport, env: Mapping[str, str] | None = None) -> RunReco
                     ("group", attrs, g.group, model, rate))
         for name, value in (("n", g.n), ("mcnemar_p", g.mcnemar_p)):
             put(value, (*base, name), (*at, name), ("group", attrs, g.group, name))
+    d = report.decision
+    for name, value in (("fairgate.passed", float(d.exit_code == 0)),  # sortable verdict
+                        ("fairgate.blocking_checks", float(sum(r.blocking for r in d.results)))):
+        put(value, (name,), (name,), (name,))
     origins = {k: o for k, o in key.originals.items() if k in metrics}
     return RunRecord(metrics, _params(report), _tags(report, env), origins)
 
@@ -358,10 +374,19 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
     tags.update(engine_tags(report.inputs["data"], report.engine))
     for role in ("teacher", "student"):
         info = report.inputs[role]
-        tags[f"fairgate.{role}"] = _model_name(info)
+        tags[f"fairgate.{role}"] = model_label(info)
         tags[f"fairgate.{role}.read_as"] = model_reading(info)
         if info.get("sha256"):
             tags[f"fairgate.sha256.{role}"] = str(info["sha256"])
+        src = _source(report, role)
+        if src:  # a model resolved from MLflow: which one, exactly
+            tags[f"fairgate.{role}.uri"] = str(src.get("uri"))
+            for field, tag in (("version", "version"), ("model_id", "model_id"),
+                               ("run_id", "source_run")):
+                if src.get(field):
+                    tags[f"fairgate.{role}.{tag}"] = str(src[field])
+            if src.get("registered_model"):
+                tags[f"fairgate.{role}.registered_model"] = str(src["registered_model"])
     if report.warnings:
         tags["fairgate.warnings"] = " | ".join(report.warnings)
     key = KeyMaker()
@@ -381,23 +406,35 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _model_name(info: Mapping[str, Any]) -> str:
-    if info.get("path"):
-        return Path(str(info["path"])).name
-    return f"column {info.get('column')}"
+def _short(info: Mapping[str, Any]) -> str:
+    """A model in a run name: file stem, registry label, or the score column."""
+    if _is_source(info):
+        return model_label(info)
+    return Path(str(info["path"])).stem if info.get("path") else str(info.get("column"))
+
+
+def _is_source(info: Mapping[str, Any]) -> bool:
+    return isinstance(info.get("source"), Mapping)
+
+
+def _clock(started_at: str) -> str:
+    """``HH:MM:SS`` (UTC) of an ISO time, for run names; the UI shows the date beside it."""
+    try:
+        return dt.datetime.fromisoformat(started_at).strftime("%H:%M:%S")
+    except ValueError:
+        return started_at
 
 
 def run_name(report: GateReport) -> str:
-    """``student_int8 vs teacher`` unless the policy names the run."""
+    """``student_int8 vs teacher · policy · 14:03:27`` (student, teacher, policy file, UTC
+    time of the gate), so that runs of one experiment tell apart, unless the policy names
+    the run."""
     given = report.policy.policy.mlflow.run_name
     if given:
         return safe.mlflow_value(given, MAX_RUN_NAME)
-
-    def short(role: str) -> str:
-        info = report.inputs[role]
-        return Path(str(info["path"])).stem if info.get("path") else str(info.get("column"))
-
-    return safe.mlflow_value(f"{short('student')} vs {short('teacher')}", MAX_RUN_NAME)
+    name = (f"{_short(report.inputs['student'])} vs {_short(report.inputs['teacher'])} · "
+            f"{report.policy.path.stem} · {_clock(report.started_at)}")
+    return safe.mlflow_value(name, MAX_RUN_NAME)
 
 
 def _md(text: object) -> str:
@@ -418,12 +455,12 @@ def note(report: GateReport) -> str:
     for r in d.results:
         counts[r.status.value] = counts.get(r.status.value, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    teacher, student = (_model_name(report.inputs[r]) for r in ("teacher", "student"))
+    teacher, student = (model_label(report.inputs[r]) for r in ("teacher", "student"))
     head = [
         f"### fairgate verdict: **{report.verdict.upper()}** (exit {d.exit_code})",
         "",
         f"Student **{_md(student)}** vs teacher **{_md(teacher)}** on "
-        f"{_md(_model_name(report.inputs['data']))} ({report.inputs['data']['rows']:,} rows). "
+        f"{_md(Path(str(report.inputs['data']['path'])).name)} ({report.inputs['data']['rows']:,} rows). "
         f"{len(d.results)} checks: {summary}.",
         "",
         *(f"- {role} read as: {_md(text)}" for role, text in model_readings(report)),
@@ -632,12 +669,247 @@ def parent_of(parent_run: str | None, env: Mapping[str, str] | None = None) -> s
     return parent
 
 
+# ----------------------------------------------------------------------------- what a job holds
+
+
+def run_status(report: GateReport) -> str:
+    """A failed gate is a FAILED run (red in the UI), a pass or a warn FINISHED; a run whose
+    logging broke is FAILED too, with ``fairgate.logging_error`` saying why."""
+    return "FINISHED" if report.decision.exit_code == 0 else "FAILED"
+
+
+_COLSPEC = (("bool", "boolean"), ("int8", "integer"), ("int16", "integer"), ("int32", "integer"),
+            ("int64", "long"), ("uint", "long"), ("halffloat", "float"), ("float", "float"),
+            ("double", "double"), ("string", "string"), ("large_string", "string"),
+            ("binary", "binary"), ("timestamp", "datetime"), ("date", "datetime"))
+MAX_SCHEMA_COLUMNS = 1000
+
+
+def _colspec(path: Path) -> tuple[list[dict[str, Any]], int] | None:
+    """The audit set's columns in MLflow's colspec form (at most MAX_SCHEMA_COLUMNS), from the
+    file's metadata only (Parquet) or its first block (CSV); None when it cannot be read."""
+    try:
+        import pyarrow as pa
+
+        if path.suffix.lower() == ".csv":
+            import pyarrow.csv as pacsv
+
+            with pacsv.open_csv(path) as reader:
+                schema = reader.schema
+        else:
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+    except Exception:
+        return None
+    cols = []
+    for f in list(schema)[:MAX_SCHEMA_COLUMNS]:
+        t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+        name = str(t)
+        kind = next((m for p, m in _COLSPEC if name == p or name.startswith(p + "[")
+                     or (p == "uint" and name.startswith("uint"))), "string")
+        cols.append({"type": kind, "name": safe.mlflow_value(f.name, 500),
+                     "required": not f.nullable})
+    return cols, len(schema)
+
+
+def data_identity(data: Mapping[str, Any]) -> str:
+    """The audit set's identity as report.json's ``inputs.data`` gives it: the fingerprint of
+    its file listing, or for a table without local files a sha256 of its name and version."""
+    if data.get("fingerprint"):
+        return str(data["fingerprint"])
+    named = f"{data.get('table') or data.get('path')}@{data.get('version')}"
+    return hashlib.sha256(named.encode()).hexdigest()
+
+
+def dataset_input(report: GateReport) -> dict[str, Any]:
+    """The audit set as an MLflow dataset input (the run's Datasets panel): its name, a digest
+    (the first 16 hex digits of its identity, see :func:`data_identity`), where it is, its
+    schema and row count."""
+    data = report.inputs["data"]
+    given = str(data["path"])
+    identity = data_identity(data)
+    profile: dict[str, Any] = {"num_rows": data["rows"], "fingerprint": identity}
+    local = data.get("table") is None and not is_uri(given)
+    path = Path(given)
+    spec = _colspec(path) if local and path.is_file() else None
+    schema = None
+    if spec is not None:
+        cols, total = spec
+        profile["num_columns"] = total
+        schema = json.dumps({"mlflow_colspec": cols}, ensure_ascii=False)
+    name = str(data["table"]) if data.get("table") else (path.name or given)
+    where = str(path.resolve()) if local else given
+    return {"name": safe.mlflow_value(name, 500), "digest": identity[:16],
+            "source_type": "local" if local else ("spark" if data.get("table") else "uri"),
+            "source": json.dumps({"uri": safe.mlflow_value(where, 4000)}, ensure_ascii=False),
+            "schema": schema, "profile": json.dumps(profile), "context": "audit"}
+
+
+def is_uri(given: str) -> bool:
+    from fairgate.inputs.data_source import is_table, uri_scheme
+
+    return is_table(given) or uri_scheme(given) is not None
+
+
+ROLES = ("teacher", "student", "reference_student")
+
+
+def _source(report: GateReport, role: str) -> Mapping[str, Any]:
+    info = report.inputs.get(role) or {}
+    src = info.get("source")
+    return src if isinstance(src, Mapping) else {}
+
+
+def model_inputs(report: GateReport) -> list[str]:
+    """Logged-model ids of the models gated (MLflow 3 links them to the run as inputs)."""
+    ids = [_source(report, r).get("model_id") for r in ROLES]
+    return list(dict.fromkeys(str(i) for i in ids if i))
+
+
+def registered_student(report: GateReport) -> Mapping[str, Any] | None:
+    src = _source(report, "student")
+    return src if src.get("registered_model") and src.get("version") else None
+
+
+def version_tags(report: GateReport) -> dict[str, str]:
+    """What is stamped on the judged model version (the worker adds the run's id and link)."""
+    teacher = report.inputs["teacher"]
+    t_src = _source(report, "teacher")
+    tags = {
+        "fairgate.verdict": report.verdict,
+        "fairgate.passed": "true" if report.decision.exit_code == 0 else "false",
+        "fairgate.exit_code": str(report.decision.exit_code),
+        "fairgate.checked_at": report.started_at,
+        "fairgate.policy": report.policy.path.name,
+        "fairgate.policy_sha256": report.policy.sha256,
+        "fairgate.data_fingerprint": data_identity(report.inputs["data"]),
+        "fairgate.teacher": str(t_src.get("uri") or model_label(teacher)),
+        "fairgate.fairgate_version": report.version,
+    }
+    if teacher.get("sha256"):
+        tags["fairgate.teacher_sha256"] = str(teacher["sha256"])
+    if t_src.get("registered_model"):
+        tags["fairgate.teacher_version"] = f"{t_src['registered_model']}/{t_src['version']}"
+    return {k: safe.mlflow_value(v, MAX_TAG_VALUE) for k, v in tags.items()}
+
+
+def promote_spec(report: GateReport, alias: str) -> dict[str, Any] | None:
+    """What the worker needs to move ``alias`` to the student's version; None unless the
+    gate passed (exit 0: pass, or pass with warnings) and the student is a registered version.
+
+    ``expect``: when the teacher was given as this very alias, the version it pointed to;
+    the worker refuses to promote if the alias has moved since.
+    """
+    student = registered_student(report)
+    if student is None or report.decision.exit_code != 0:
+        return None
+    t = _source(report, "teacher")
+    same = t.get("registered_model") == student["registered_model"] and t.get("alias") == alias
+    return {"name": student["registered_model"], "alias": alias,
+            "version": str(student["version"]), "expect": str(t["version"]) if same else None}
+
+
+def ui_base(uri: str | None) -> str | None:
+    """The tracking server's web UI, for links (none for a local store)."""
+    return redact(uri).rstrip("/") if uri and uri.startswith(("http://", "https://")) else None
+
+
+def run_spec(report: GateReport, out: Path, folder: Path, env: Mapping[str, str], *,
+             source_name: str = "fairgate check", promote: str | None = None,
+             ui: str | None = None, parent_index: int | None = None) -> dict[str, Any]:
+    """One gate run as the worker logs it: everything serializable, artifacts staged."""
+    record = collect(report, env)
+    folder.mkdir(parents=True)
+    stage_artifacts(report, out, record, folder)
+    student = registered_student(report)
+    return {
+        "name": run_name(report),
+        "tags": {"mlflow.user": _user(), "mlflow.source.name": source_name,
+                 "mlflow.source.type": "JOB", "fairgate.verdict": report.verdict},
+        "batches": [{"metrics": b.metrics, "params": b.params, "tags": b.tags}
+                    for b in batches(record.metrics, record.params, record.tags)],
+        "artifacts": str(folder),
+        "dataset": dataset_input(report),
+        "model_inputs": model_inputs(report),
+        "status": run_status(report),
+        "stamp": None if student is None else {
+            "name": student["registered_model"], "version": str(student["version"]),
+            "tags": version_tags(report), "ui": ui},
+        "promote": None if promote is None else promote_spec(report, promote),
+        "parent_index": parent_index,
+    }
+
+
+def compare_spec(result: Comparison, out: Path, folder: Path, env: Mapping[str, str],
+                 ui: str | None = None) -> list[dict[str, Any]]:
+    """A comparison: one parent run (the ranking, compare.json and compare.md), then one
+    nested run per candidate, each a full gate run."""
+    first = result.candidates[0].report
+    passing = sum(c.report.decision.exit_code == 0 for c in result.candidates)
+    metrics = {"fairgate.passed": float(result.exit_code == 0),
+               "fairgate.candidates": float(len(result.candidates)),
+               "fairgate.candidates_passing": float(passing)}
+    tags = {"fairgate.kind": "compare", "fairgate.recommended": result.recommended or "",
+            "fairgate.teacher": model_label(first.inputs["teacher"]),
+            "fairgate.sha256.policy": first.policy.sha256,
+            **engine_tags(first.inputs["data"], first.engine),
+            "mlflow.note.content": safe.clip(compare_note(result), MAX_TAG_VALUE, short=True),
+            **ci_tags(env)}
+    for r in result.ranking:
+        tags[f"fairgate.rank/{key_part(r.name)}"] = str(r.rank)
+    params = {"policy.sha256": first.policy.sha256, "fairgate.version": first.version,
+              "candidates": ",".join(c.name for c in result.candidates)}
+    staged = folder / "compare"
+    staged.mkdir(parents=True)
+    for name in ("compare.json", "compare.md"):
+        if (out / name).is_file():
+            shutil.copyfile(out / name, staged / name)
+    parent = {
+        "name": compare_run_name(result),
+        "tags": {"mlflow.user": _user(), "mlflow.source.name": "fairgate compare",
+                 "mlflow.source.type": "JOB", "fairgate.verdict":
+                 "pass" if result.exit_code == 0 else "fail"},
+        "batches": [{"metrics": b.metrics, "params": b.params, "tags": b.tags} for b in batches(
+            metrics, {k: safe.mlflow_value(v, MAX_PARAM_VALUE) for k, v in params.items()},
+            {k: v if k == "mlflow.note.content" else safe.mlflow_value(v, MAX_TAG_VALUE)
+             for k, v in tags.items()})],
+        "artifacts": str(staged),
+        "dataset": dataset_input(first),
+        "model_inputs": list(dict.fromkeys(m for c in result.candidates
+                                           for m in model_inputs(c.report))),
+        "status": "FINISHED" if result.exit_code == 0 else "FAILED",
+        "stamp": None, "promote": None, "parent_index": None,
+    }
+    children = [run_spec(c.report, out / c.name, folder / f"candidate-{i}", env,
+                         source_name="fairgate compare", ui=ui, parent_index=0)
+                for i, c in enumerate(result.candidates)]
+    return [parent, *children]
+
+
+def compare_run_name(result: Comparison) -> str:
+    first = result.candidates[0].report
+    given = first.policy.policy.mlflow.run_name
+    if given:
+        return safe.mlflow_value(given, MAX_RUN_NAME)
+    n = len(result.candidates)
+    return safe.mlflow_value(
+        f"compare {n} candidate{'s' if n != 1 else ''} vs {_short(first.inputs['teacher'])} · "
+        f"{first.policy.path.stem} · {_clock(first.started_at)}", MAX_RUN_NAME)
+
+
+def compare_note(result: Comparison) -> str:
+    from fairgate.compare import render_markdown
+
+    return render_markdown(result)
+
+
 # ----------------------------------------------------------------------------- logging
 
 
 @dataclass(frozen=True)
 class Logged:
-    """What happened to the run; ``message`` is the one line the CLI prints."""
+    """What happened to one run; ``message`` is the one line the CLI prints."""
 
     ok: bool
     message: str
@@ -646,127 +918,20 @@ class Logged:
     experiment_id: str | None = None
     uri: str | None = None
     seconds: float = 0.0
+    run_name: str | None = None
+    run_url: str | None = None
+    stamp: dict[str, Any] | None = None  # the tags set on the judged model version
+    promotion: dict[str, Any] | None = None  # alias, version, previous_version, status, reason
+    link_error: str | None = None  # the run could not be linked to a logged model
 
-
-class _Abandoned(Exception):
-    """The caller stopped waiting; the worker stops at its next call."""
-
-
-T = TypeVar("T")
-
-
-class _Worker:
-    """Logs the run in a daemon thread so the caller can stop waiting at the deadline.
-
-    Before each request the HTTP timeout is set to what is left of the budget (mlflow reads
-    it per request), so even an abandoned worker ends shortly after the deadline.
-    """
-
-    def __init__(self, report: GateReport, out: Path, target: Target, parent: str | None,
-                 deadline: float, env: Mapping[str, str]) -> None:
-        self.report, self.out, self.target, self.parent = report, out, target, parent
-        self.deadline, self.env = deadline, env
-        self.abandoned = threading.Event()
-        self.ok = False
-        self.error: str | None = None
-        self.run_id: str | None = None
-        self.experiment_id: str | None = None
-        self.uri: str | None = None
-        self.user_timeout = _int_env(env, _TIMEOUT_ENV)
-        self.timeout = report.policy.policy.mlflow.timeout
-
-    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self.abandoned.is_set():
-            raise _Abandoned()
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"did not finish within {self.timeout:g} s (mlflow.timeout)")
-        per_try = max(1, math.ceil(left / (1 + _HTTP_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])))
-        if self.user_timeout is not None:
-            per_try = max(1, min(per_try, self.user_timeout))
-        os.environ[_TIMEOUT_ENV] = str(per_try)
-        return fn(*args, **kwargs)
-
-    def run(self) -> None:
-        try:
-            self._log()
-            self.ok = True
-        except BaseException as e:  # a failing server must never break the gate
-            self.error = why(e)
-            if self.run_id is not None:
-                self._mark_failed(self.run_id)
-
-    def _log(self) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-        from mlflow.tracking import MlflowClient
-
-        client = self.call(MlflowClient, tracking_uri=self.target.uri)
-        self.uri = str(client.tracking_uri)
-        report = self.report
-        spec = report.policy.policy.mlflow
-        tags = {"mlflow.user": _user(), "mlflow.source.name": "fairgate check",
-                "mlflow.source.type": "JOB", "fairgate.verdict": report.verdict}
-        if self.parent is not None:
-            try:
-                parent = self.call(client.get_run, self.parent)
-            except Exception as e:
-                raise LookupError(f"parent run {self.parent} not found or unreadable "
-                                  f"({why(e)})") from e
-            exp_id = parent.info.experiment_id
-            tags["mlflow.parentRunId"] = self.parent
-        else:
-            name = (spec.experiment or self.env.get("MLFLOW_EXPERIMENT_NAME", "").strip()
-                    or DEFAULT_EXPERIMENT)
-            exp_id = self._experiment(client, name)
-        self.experiment_id = exp_id
-        record = collect(report, self.env)
-        run = self.call(client.create_run, exp_id, run_name=run_name(report), tags=tags)
-        self.run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        for b in batches(record.metrics, record.params, record.tags):
-            self.call(client.log_batch, self.run_id,
-                      metrics=[Metric(k, v, now, 0) for k, v in b.metrics],
-                      params=[Param(k, v) for k, v in b.params],
-                      tags=[RunTag(k, v) for k, v in b.tags], synchronous=True)
-        with tempfile.TemporaryDirectory(prefix="fairgate-mlflow-") as tmp:
-            stage_artifacts(report, self.out, record, Path(tmp))
-            self.call(client.log_artifacts, self.run_id, tmp)
-        self.call(client.set_terminated, self.run_id, "FINISHED")
-
-    def _experiment(self, client: Any, name: str) -> str:
-        exp = self.call(client.get_experiment_by_name, name)
-        if exp is None:
-            try:
-                return str(self.call(client.create_experiment, name))
-            except Exception:  # created meanwhile by a parallel gate
-                exp = self.call(client.get_experiment_by_name, name)
-                if exp is None:
-                    raise
-        if exp.lifecycle_stage == "deleted":
-            raise LookupError(f"experiment {name!r} is deleted; restore it (mlflow experiments "
-                              "restore) or set mlflow.experiment in the policy")
-        return str(exp.experiment_id)
-
-    def _mark_failed(self, run_id: str) -> None:
-        """Best effort, a few seconds at most: a half-logged run must not look complete."""
-        from mlflow.tracking import MlflowClient
-
-        os.environ[_TIMEOUT_ENV] = "2"
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-        try:
-            client = MlflowClient(tracking_uri=self.target.uri)
-            client.set_tag(run_id, "fairgate.logging_error",
-                           safe.mlflow_value(self.error or "interrupted", MAX_TAG_VALUE))
-            client.set_terminated(run_id, "FAILED")
-        except Exception:
-            pass
-
-
-def _int_env(env: Mapping[str, str], name: str) -> int | None:
-    try:
-        return int(env[name])
-    except (KeyError, ValueError):
-        return None
+    def record(self) -> dict[str, Any]:
+        """report.json's ``mlflow`` section (written after logging)."""
+        return {"logged": self.ok, "error": self.error, "tracking_uri": redact(self.uri or "")
+                or None, "experiment_id": self.experiment_id, "run_id": self.run_id,
+                "run_name": self.run_name, "run_url": self.run_url,
+                "model_version": self.stamp, "promotion": self.promotion,
+                "seconds_after_gate": round(self.seconds, 3),
+                **({"link_error": self.link_error} if self.link_error else {})}
 
 
 def _user() -> str:
@@ -776,129 +941,286 @@ def _user() -> str:
         return "unknown"
 
 
-_HINTS = (
-    ("Connection refused", "connection refused (is the tracking server running?)"),
-    ("Read timed out", "the server accepted the connection but did not answer in time"),
-    ("timed out", "timed out"),
-    ("Name or service not known", "unknown host"),
-    ("nodename nor servname", "unknown host"),
-    ("Max retries exceeded", "the server could not be reached"),
-)
+#: The child's program: the folder holding the fairgate package goes first on its path
+#: (replacing the working directory, whose files must not shadow mlflow's imports).
+_BOOT = ("import sys; sys.path[0] = sys.argv[1]; "
+         "from fairgate.integrations.mlflow_worker import main; main(sys.argv[2] == 'prefetch')")
+#: Logging processes the CLI stopped waiting for: they end by themselves (end of input, or
+#: their watchdog); kept here so that they are never waited for, nor warned about.
+_DETACHED: list[subprocess.Popen[str]] = []
+#: Seconds the CLI waits, beyond mlflow.timeout, for the logging process to read the job:
+#: importing mlflow and opening a local store (not a server) take that long at worst.
+START_LIMIT = 60.0
 
 
-def why(e: BaseException) -> str:
-    """One line a person can act on, from mlflow's multi-line, nested error texts."""
-    if isinstance(e, _Abandoned):
-        return "stopped at mlflow.timeout"
-    text = " ".join(str(e).split())
-    code = getattr(e, "error_code", None)
-    status = re.search(r"too many (\d{3}) error responses", text)
-    if status:
-        return f"the server answered HTTP {status.group(1)} (retried once)"
-    for needle, hint in _HINTS:
-        if needle in text:
-            return hint
-    detail = safe.clip(text, 300) if text else type(e).__name__
-    if code and code != "INTERNAL_ERROR" and str(code) not in detail:
-        detail = f"{code}: {detail}"
-    plain = ("MlflowException", "RestException", "LookupError", "TimeoutError")
-    return detail if type(e).__name__ in plain else f"{type(e).__name__}: {detail}"
+@dataclass(frozen=True)
+class _Outcome:
+    done: dict[str, Any] | None
+    run_ids: dict[int, str]
+    promoting: bool
+    ready: dict[str, Any] | None
+    seconds: float
+    died: str | None  # the process ended without an answer: why
 
 
-def _http_env(timeout: float, env: Mapping[str, str]) -> dict[str, str]:
-    """The HTTP settings while logging; a user's stricter setting is kept."""
-    out = dict(_HTTP_FIXED)
-    for name, ours in _HTTP_ENV.items():
-        mine = _int_env(env, name)
-        out[name] = str(ours if mine is None else min(mine, ours))
-    out[_TIMEOUT_ENV] = str(max(1, math.ceil(timeout / 2)))
-    return out
+class Logger:
+    """The logging process (:mod:`fairgate.integrations.mlflow_worker`) and its protocol.
 
+    Start it before the gate (it imports mlflow and opens the store meanwhile), configure it
+    once the policy is loaded, then log one job; :meth:`close` in every case. Logging never
+    raises: a failure is returned as :class:`Logged`.
+    """
 
-_active = 0
-_saved: dict[str, str | None] = {}
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(os.environ if env is None else env)
+        # mlflow's usage telemetry fetches a config and posts events over the internet from
+        # a process that lives for one gate (and ends with os._exit): off unless asked for
+        self.env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        root = str(Path(__file__).resolve().parents[2])
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.proc: subprocess.Popen[str] | None = None
+        self.failed_start: str | None = None
+        try:
+            # a server this module's REST client speaks to needs no mlflow import at all;
+            # anything else (the default sqlite store) starts importing it at once
+            uri = self.env.get("MLFLOW_TRACKING_URI", "").strip() or None
+            prefetch = "no" if RestStore.usable(uri, self.env) else "prefetch"
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, root, prefetch], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=self._stderr, env=self.env, text=True,
+                encoding="utf-8")
+        except OSError as e:  # no process to be had: the gate goes on, unlogged
+            self.failed_start = f"the logging process could not be started ({e})"
+            self._events.put(None)
+        else:
+            threading.Thread(target=self._read, name="fairgate-mlflow", daemon=True).start()
+        self.target = Target(None, "default")
+        self.timeout = 15.0
+        self.ready: dict[str, Any] | None = None
+        self._started = False  # the process has read the job
+        self.stand = "The verdict and the reports stand."
 
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.proc.stdout:
+                try:
+                    self._events.put(json.loads(line))
+                except ValueError:
+                    continue
+        self._events.put(None)
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()
 
-def _enter_http_env(settings: dict[str, str]) -> None:
-    """Set mlflow's HTTP settings while any worker runs (an abandoned one may outlive its
-    caller and overlap the next run); the first saves the user's values, the last restores."""
-    global _active
-    with _ENV_LOCK:
-        if _active == 0:
-            _saved.clear()
-            _saved.update({k: os.environ.get(k) for k in settings})
-        _active += 1
-        os.environ.update(settings)
+    def _send(self, text: str) -> bool:
+        if self.proc is None:
+            return False
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(text + "\n")
+            self.proc.stdin.flush()
+            return True
+        except (OSError, ValueError):  # the process ended
+            return False
 
+    def configure(self, loaded: LoadedPolicy, parent_run: str | None = None) -> None:
+        """Where to log; a malformed URI or run id raises UsageError (exit 2) first."""
+        self.target = target_of(loaded, self.env)
+        parent = parent_of(parent_run, self.env)
+        spec = loaded.policy.mlflow
+        self.timeout = spec.timeout
+        experiment = (spec.experiment or self.env.get("MLFLOW_EXPERIMENT_NAME", "").strip()
+                      or DEFAULT_EXPERIMENT)
+        self._send(json.dumps({"tracking_uri": self.target.uri, "experiment": experiment,
+                               "parent_run_id": parent, "timeout": self.timeout,
+                               "http_env": http_settings(self.timeout, self.env)}))
 
-def _leave_http_env() -> None:
-    global _active
-    with _ENV_LOCK:
-        _active -= 1
-        if _active == 0:
-            for k, v in _saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    def close(self) -> None:
+        """End of input: a process with nothing (more) to do exits at once; one still
+        logging (the caller stopped waiting) ends by itself, at the latest at its watchdog."""
+        if self.proc is not None:
+            if self.proc.stdin is not None and not self.proc.stdin.closed:
+                with contextlib.suppress(OSError, ValueError):
+                    self.proc.stdin.close()
+            try:
+                self.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                _DETACHED.append(self.proc)
+        self._stderr.close()
+
+    def _stderr_tail(self) -> str:
+        try:
+            self._stderr.seek(0)
+            lines = [x for x in self._stderr.read().decode("utf-8", "replace").splitlines()
+                     if x.strip()]
+        except (OSError, ValueError):
+            return ""
+        return safe.clip(" ".join(lines[-1].split()), 300) if lines else ""
+
+    def _run(self, runs: list[dict[str, Any]], staging: Path) -> _Outcome:
+        """Send the job and collect the answers. The job gets mlflow.timeout from when the
+        process reads it (at once if it is ready); waiting for it to be ready (importing
+        mlflow, opening the store, finding the experiment within its own mlflow.timeout)
+        is bounded by START_LIMIT more."""
+        started = time.monotonic()
+        job = staging / "job.json"
+        job.write_text(json.dumps({"runs": runs}, ensure_ascii=False), encoding="utf-8")
+        self._send(str(job))
+        deadline = started + self.timeout + START_LIMIT  # until the job is read
+        done: dict[str, Any] | None = None
+        run_ids: dict[int, str] = {}
+        promoting = False
+        while True:
+            left = deadline + (GRACE if promoting else 0.0) - time.monotonic()
+            try:
+                event = self._events.get(timeout=left) if left > 0 else None
+            except queue.Empty:
+                event = None
+            if event is None:
+                break
+            kind = event.get("event")
+            if kind == "ready":
+                self.ready = event
+            elif kind == "started":
+                deadline = float(event["deadline"])
+                self._started = True
+            elif kind == "run":
+                run_ids[int(event["index"])] = str(event["run_id"])
+            elif kind == "promoting":
+                promoting = True
+            elif kind == "done":
+                done = event
+                break
+        died = self.failed_start
+        if done is None and self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.05)
+            code = self.proc.poll()
+            if code is not None:
+                tail = self._stderr_tail()
+                died = f"the logging process ended (exit {code}) without an answer" + (
+                    f": {tail}" if tail else "")
+            elif not self._started:
+                died = (f"the logging process did not start within "
+                        f"{self.timeout + START_LIMIT:g} s (importing mlflow, opening the store)")
+        return _Outcome(done, run_ids, promoting, self.ready, time.monotonic() - started, died)
+
+    def _logged(self, outcome: _Outcome, index: int, name: str) -> Logged:
+        where = self.target.shown
+        uri = (outcome.done or outcome.ready or {}).get("uri") or self.target.uri
+        exp = (outcome.done or outcome.ready or {}).get("experiment_id")
+        run_id = outcome.run_ids.get(index)
+        if outcome.done is None:
+            promotion = ({"status": "unknown", "reason": "the alias was being moved when "
+                          "mlflow.timeout ran out; check the registry"} if outcome.promoting
+                         else None)
+            if outcome.died:
+                return Logged(False, f"MLflow: run NOT logged to {where}: {outcome.died}. "
+                                     f"{self.stand}", outcome.died, run_id, exp, uri,
+                              outcome.seconds, name, promotion=promotion)
+            partial = (f"; run {run_id} was started there and is incomplete" if run_id else "")
+            return Logged(False, f"MLflow: run NOT logged: {where} did not finish within "
+                                 f"{self.timeout:g} s (mlflow.timeout){partial}. {self.stand}",
+                          f"no answer within {self.timeout:g} s", run_id, exp, uri,
+                          outcome.seconds, name, promotion=promotion)
+        r = outcome.done["runs"][index]
+        run_id = r.get("run_id") or run_id
+        base = ui_base(uri)
+        url = f"{base}/#/experiments/{exp}/runs/{run_id}" if base and run_id else None
+        common = {"run_id": run_id, "experiment_id": exp, "uri": uri, "seconds": outcome.seconds,
+                  "run_name": name, "run_url": url, "stamp": r.get("stamp"),
+                  "promotion": r.get("promotion"), "link_error": r.get("link_error")}
+        if not r["ok"]:
+            state = "marked FAILED" if r.get("marked_failed") else "incomplete"
+            started = f"; run {run_id} was started there and is {state}" if run_id else ""
+            return Logged(False, f"MLflow: run NOT logged to {where}: {r['error']}{started}. "
+                                 f"{self.stand}", r["error"], **common)
+        link = url or f"{redact(uri or '')} (browse with `mlflow ui --backend-store-uri " \
+                      f"{redact(uri or '')}`)"
+        return Logged(True, f"MLflow: logged run '{name}' ({run_id}): {link}", None, **common)
+
+    def log_check(self, report: GateReport, out: Path, promote: str | None = None) -> Logged:
+        """Log one gate run; with ``promote``, move that alias to the student's version when
+        the gate passed and the run and the version's stamp were logged."""
+        with tempfile.TemporaryDirectory(prefix="fairgate-mlflow-") as tmp:
+            spec = run_spec(report, out, Path(tmp) / "run", self.env, promote=promote,
+                            ui=ui_base(self.target.uri))
+            return self._logged(self._run([spec], Path(tmp)), 0, spec["name"])
+
+    def log_compare(self, result: Comparison, out: Path) -> tuple[Logged, list[Logged]]:
+        """Log a comparison: the parent run, then each candidate's nested run."""
+        with tempfile.TemporaryDirectory(prefix="fairgate-mlflow-") as tmp:
+            specs = compare_spec(result, out, Path(tmp), self.env, ui_base(self.target.uri))
+            outcome = self._run(specs, Path(tmp))
+            logged = [self._logged(outcome, i, s["name"]) for i, s in enumerate(specs)]
+        return logged[0], logged[1:]
 
 
 def log_gate_run(report: GateReport, out: Path, parent_run: str | None = None,
-                 env: Mapping[str, str] | None = None) -> Logged:
-    """Log the run within ``mlflow.timeout``; a failure is returned, never raised.
-
-    Raises UsageError (exit 2) only for what the user must fix before any request: a
-    malformed tracking URI or parent run id.
-    """
-    env = dict(os.environ) if env is None else env
-    target = target_of(report.policy, env)
-    parent = parent_of(parent_run, env)
-    timeout = report.policy.policy.mlflow.timeout
-    started = time.monotonic()
-    deadline = started + timeout
-    stand = "The verdict and the reports stand."
+                 env: Mapping[str, str] | None = None, promote: str | None = None) -> Logged:
+    """Log one gate run within ``mlflow.timeout`` (the Python API; the CLI starts the logging
+    process before the gate instead). A failure is returned, never raised; a malformed
+    tracking URI or parent run id raises UsageError (exit 2)."""
+    logger = Logger(env)
     try:
-        import mlflow  # noqa: F401 - imported here, in the caller's thread (import lock)
+        logger.configure(report.policy, parent_run)
+        return logger.log_check(report, out, promote)
+    finally:
+        logger.close()
 
-        # mlflow's INFO lines (database migrations) are noise in a gate's output
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
-    except Exception as e:
-        return Logged(False, f"MLflow: run NOT logged: mlflow cannot be imported ({why(e)}). "
-                             f"{stand}", why(e))
-    imported = time.monotonic() - started
-    if imported >= timeout:
-        return Logged(False, f"MLflow: run NOT logged: importing mlflow took {imported:.1f} s, "
-                             f"all of mlflow.timeout ({timeout:g} s). {stand}",
-                      "mlflow.timeout spent importing mlflow", seconds=imported)
-    worker = _Worker(report, out, target, parent, deadline, env)
-    _enter_http_env(_http_env(timeout, env))
 
-    def body() -> None:
-        try:
-            worker.run()
-        finally:
-            _leave_http_env()
+# ----------------------------------------------------------------------------- after logging
 
-    thread = threading.Thread(target=body, name="fairgate-mlflow", daemon=True)
-    thread.start()
-    thread.join(max(0.0, deadline - time.monotonic()))
-    seconds = time.monotonic() - started
-    where = target.shown
-    if thread.is_alive():
-        worker.abandoned.set()
-        partial = (f"; run {worker.run_id} was started there and is incomplete"
-                   if worker.run_id else "")
-        return Logged(False, f"MLflow: run NOT logged: {where} did not finish within "
-                             f"{timeout:g} s (mlflow.timeout){partial}. {stand}",
-                      f"no answer within {timeout:g} s", worker.run_id, worker.experiment_id,
-                      target.uri, seconds)
-    if not worker.ok:
-        return Logged(False, f"MLflow: run NOT logged to {where}: {worker.error}. {stand}",
-                      worker.error, worker.run_id, worker.experiment_id, target.uri, seconds)
-    uri = worker.uri or target.uri or ""
-    if uri.startswith(("http://", "https://")):
-        link = f"{redact(uri).rstrip('/')}/#/experiments/{worker.experiment_id}/runs/{worker.run_id}"
-    else:
-        link = f"{redact(uri)} (browse with `mlflow ui --backend-store-uri {redact(uri)}`)"
-    return Logged(True, f"MLflow: logged run '{run_name(report)}' ({worker.run_id}): {link}",
-                  None, worker.run_id, worker.experiment_id, uri, seconds)
+
+def record_in_report(path: Path, logged: Logged) -> None:
+    """Add what MLflow holds (run, stamp, promotion) to a written report.json or
+    compare.json as its ``mlflow`` section. The copy logged as an artifact is the report as
+    the gate wrote it; the run's tags carry the same facts."""
+    from fairgate.report import write_atomic
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    data["mlflow"] = logged.record()
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def stamp_line(logged: Logged) -> str | None:
+    """One line saying which model version now carries the verdict."""
+    if not logged.stamp:
+        return None
+    t = safe.terminal
+    return (f"MLflow: verdict stamped on {t(logged.stamp['name'])}/{t(logged.stamp['version'])} "
+            f"(fairgate.verdict={t(logged.stamp['tags'].get('fairgate.verdict'))}, "
+            f"fairgate.run_id={t(logged.run_id)})")
+
+
+def promotion_outcome(report: GateReport, logged: Logged, alias: str) -> tuple[str, bool]:
+    """The line to print about ``--promote alias``, and whether it ended as asked: a gate
+    that failed keeps its exit 1 (True); a pass that did not move the alias to the student
+    is False (the CLI exits 3)."""
+    t = safe.terminal
+    student = registered_student(report)
+    name = t(student["registered_model"]) if student else "?"
+    at = f"{name}@{t(alias)}"
+    if report.decision.exit_code != 0:
+        return f"MLflow: {at} not moved: the gate did not pass (verdict {report.verdict})", True
+    p = logged.promotion
+    if p is None:
+        why_not = (f"the run was not logged ({logged.error})" if not logged.ok
+                   else "it was not attempted")
+        return f"--promote {t(alias)}: NOT promoted: {why_not}; {at} was not moved", False
+    version, previous = t(p.get("version")), p.get("previous_version")
+    before = f"v{t(previous)}" if previous else "no version"
+    status = p.get("status")
+    if status == "promoted":
+        return f"MLflow: promoted {at} to v{version} (it pointed to {before})", True
+    if status == "unchanged":
+        return f"MLflow: {at} already points to v{version}", True
+    if status == "unknown":
+        return (f"--promote {t(alias)}: outcome unknown: {t(p.get('reason'), 500)}; {at} may "
+                f"or may not have moved to v{version} (it pointed to {before})"), False
+    return (f"--promote {t(alias)}: NOT promoted to v{version}: {t(p.get('reason'), 500)} "
+            f"({at} points to {before})"), False

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
+from fairgate.inputs.sources import model_label
 from fairgate.report import safe
 from fairgate.report.json import num
 from fairgate.report.terminal import changed_classes, fmt, model_readings
@@ -74,12 +74,9 @@ def show_interval(i: Interval | None, signed: bool = False) -> str:
 
 
 def models_text(report: GateReport) -> tuple[str, str]:
-    """(teacher, student) as a person names them: file name or score column."""
-    names = []
-    for role in ("teacher", "student"):
-        m = report.inputs.get(role, {})
-        names.append(Path(m["path"]).name if m.get("path") else f"column {m.get('column')}")
-    return names[0], names[1]
+    """(teacher, student) as a person names them: file name, registry name and version, or
+    score column."""
+    return model_label(report.inputs.get("teacher", {})), model_label(report.inputs.get("student", {}))
 
 
 def counts_text(report: GateReport) -> str:

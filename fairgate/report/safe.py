@@ -15,9 +15,13 @@ with their fields escaped and :func:`emit_workflow_command` writes them.
 
 from __future__ import annotations
 
+import contextlib
 import html as _html
+import os
 import re
+import sys
 import unicodedata
+from collections.abc import Callable
 from typing import NewType
 
 import click
@@ -110,7 +114,20 @@ def guard_lines(text: str, *, styled: bool = False) -> str:
 def echo(text: object = "", *, err: bool = False, nl: bool = True, color: bool | None = None,
          styled: bool = False) -> None:
     """The one way fairgate writes to stdout/stderr: through :func:`guard_lines`."""
-    click.echo(guard_lines(str(text), styled=styled), err=err, nl=nl, color=color)
+    _write(lambda: click.echo(guard_lines(str(text), styled=styled), err=err, nl=nl,
+                              color=color), err)
+
+
+def _write(write: Callable[[], None], err: bool = False) -> None:
+    """Run ``write``; a reader that went away (``fairgate check | head``) ends the output,
+    not the gate: the stream is pointed at /dev/null, and the reports, the MLflow run and
+    the exit code are the verdict's as usual."""
+    try:
+        write()
+    except BrokenPipeError:
+        stream = sys.stderr if err else sys.stdout
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def markdown(text: object, limit: int | None = TEXT_CHARS) -> str:
@@ -216,4 +233,4 @@ def workflow_command(name: str, data: object, **properties: object) -> WorkflowC
 
 def emit_workflow_command(command: WorkflowCommand) -> None:
     """The one unguarded way to stdout, for fairgate's own commands (annotations)."""
-    click.echo(command)
+    _write(lambda: click.echo(command))

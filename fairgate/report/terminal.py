@@ -17,6 +17,7 @@ from fairgate.core.evaluate import GroupRow
 from fairgate.core.gate import CheckResult, Status
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
+from fairgate.inputs.sources import model_label
 from fairgate.report import safe
 from fairgate.report.json import num
 
@@ -75,8 +76,9 @@ def _group_table(rows: list[GroupRow]) -> list[str]:
 
 
 def _model(info: dict[str, Any]) -> str:
-    """A model as a person names it: its file name, or the score column."""
-    return _t(Path(info["path"]).name) if info.get("path") else f"column {_t(info['column'])}"
+    """A model as a person names it: its file name, registry name and version, or the score
+    column."""
+    return _t(model_label(info))
 
 
 class TerminalReporter:

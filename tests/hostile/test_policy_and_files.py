@@ -379,7 +379,7 @@ def test_compare_candidate_folder_blocked_by_a_file(synthetic: Path, write_polic
     out = tmp_path / "out"
     out.mkdir()
     (out / "s").write_text("not a folder")
-    monkeypatch.setattr(fairgate.compare, "run_gate", lambda req: pytest.fail("gated"))
+    monkeypatch.setattr(fairgate.compare, "run_gate", lambda *a: pytest.fail("gated"))
     r = run_cli("compare", "--policy", write_policy(SYNTHETIC_POLICY), "--data", synthetic,
                 "--teacher-scores", "t", "--candidate-scores", "s", "--no-mlflow", "--out", out)
     assert_usage_error(r, f"--out {out / 's'}: exists and is not a directory; give a directory for "

@@ -186,3 +186,24 @@ def test_the_process_output_itself(hostile: tuple[Path, Path], tmp_path: Path) -
     assert "\x00" not in stdout and "\x1b" not in stdout
     assert len(own_annotations(stdout)) >= 2
     assert BIG[:100] not in stdout
+
+
+def test_a_reader_that_goes_away_does_not_change_the_verdict(hostile: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """`fairgate check | head -1`: the pipe closes before the report is printed. The gate
+    still writes its reports and exits with its verdict (1 here), not an internal error."""
+    policy, data = hostile
+    read, write = os.pipe()
+    os.close(read)  # every write to stdout now fails with EPIPE
+    try:
+        p = subprocess.run([sys.executable, "-m", "fairgate", "check", "--policy", str(policy),
+                            "--data", str(data), "--teacher-scores", TEACHER, "--student-scores",
+                            STUDENT, "--no-mlflow", "--out", str(tmp_path / "out")],
+                           stdout=write, stderr=subprocess.PIPE, cwd=tmp_path, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write)
+    assert p.returncode == 1, p.stderr
+    assert b"internal error" not in p.stderr and b"Traceback" not in p.stderr
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == [
+        "junit.xml", "report.html", "report.json", "report.md"]

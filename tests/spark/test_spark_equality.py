@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fairgate.inputs.data_source import discover
+from fairgate.integrations.mlflow import engine_tags
 from tests.conftest import EXAMPLE, ROOT
 from tests.spark.conftest import adult, engine_of, shuffled, without, without_run, write_files
 
@@ -123,6 +124,12 @@ def test_adult_spark_report_is_the_local_report(spark, run_cli, policy, layouts,
     assert engine["spark_version"] == spark.version and engine["partitions"] == 1
     assert engine["executors"] == 1
     assert engine_of(local) == {"name": "local", "batches": 1}
+    data = json.loads((remote / "report.json").read_text())["inputs"]["data"]
+    assert engine_tags(data, engine) == {  # what the MLflow run records of the engine
+        "fairgate.data.fingerprint": data["fingerprint"], "fairgate.data.files": "1",
+        "fairgate.engine": "spark", "fairgate.engine.spark_version": spark.version,
+        "fairgate.engine.master": SPARK_MASTER, "fairgate.engine.partitions": "1",
+        "fairgate.engine.executors": "1"}
 
 
 @pytest.mark.parametrize(("layout", "partitions"), [("7 files", 7), ("64 row groups", 64),
