@@ -2,11 +2,12 @@
 
 On a real local Spark (``local[2]``): the Adult example with individual fairness and score
 metrics on, 1 / 7 / 64 partitions, rows written in another order, a partitioned folder whose
-partition column is a sensitive attribute, a CSV folder, a catalog table, a file:// URI
-that Spark lists, the multi-class example, and ``fairgate compare``. Each comparison drops
-only report.json's ``run`` key (times, and the engine: Spark's version, master, partitions,
-executors), plus ``inputs.data`` where the two runs read different files on purpose (a
-rewrite of the same rows, or a table instead of its files).
+partition column is a sensitive attribute, a CSV folder, an ORC folder, a catalog table, a
+file:// URI that Spark lists, the multi-class example, ``fairgate compare``, and what the
+MLflow run records. Each comparison drops only report.json's ``run`` key (times, and the
+engine: Spark's version, master, partitions, executors), plus ``inputs.data`` where the two
+runs read different files on purpose (a rewrite of the same rows, or a table instead of its
+files).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.csv as pacsv
+import pyarrow.orc as orc
 import pyarrow.parquet as pq
 import pytest
 
@@ -77,6 +79,11 @@ def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for i in range(4):
         pacsv.write_csv(table.slice(i * 4000, 4000), csv / f"part-{i}.csv")
     out["csv"] = csv
+    orc_folder = base / "orc"
+    orc_folder.mkdir()
+    for i in range(3):
+        orc.write_table(table.slice(i * 5020, 5020), orc_folder / f"part-{i}.orc")
+    out["orc"] = orc_folder
     return out
 
 
@@ -194,6 +201,17 @@ def test_csv_folder(spark, run_cli, policy, layouts, tmp_path) -> None:
     assert without(local, "inputs.data") == without(reference, "inputs.data")
 
 
+def test_orc_folder(spark, run_cli, policy, layouts, tmp_path) -> None:
+    local = gate(run_cli, policy, layouts["orc"], tmp_path / "local")
+    remote = gate(run_cli, policy, layouts["orc"], tmp_path / "spark", "--engine", "spark")
+    assert without_run(remote) == without_run(local)
+    by_spark = gate(run_cli, policy, layouts["orc"], tmp_path / "by_spark", "--engine", "spark",
+                    *SPARK_READER)
+    assert without_run(by_spark) == without_run(local)
+    reference = gate(run_cli, policy, layouts["file"], tmp_path / "reference")
+    assert without(local, "inputs.data") == without(reference, "inputs.data")
+
+
 def test_catalog_table(spark, run_cli, policy, layouts, tmp_path) -> None:
     spark.read.parquet(str(EXAMPLE / "audit.parquet")).write.mode("overwrite").saveAsTable(
         "default.adult_audit")
@@ -248,6 +266,37 @@ def test_compare_on_spark(spark, run_cli, policy, layouts, tmp_path) -> None:
         assert (tmp_path / "spark" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     for cand in ("student_distilled_T4", "student_pruned"):
         assert without_run(tmp_path / "spark" / cand) == without_run(tmp_path / "local" / cand)
+
+
+def test_mlflow_run_records_the_engine_and_the_data(spark, run_cli, layouts, tmp_path,
+                                                    monkeypatch) -> None:
+    """The MLflow run of a Spark gate: the engine's tags and the listing's fingerprint, as
+    report.json has them, and the folder as the run's dataset input."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY + f"mlflow: {{tracking_uri: {json.dumps(store)}, timeout: 120}}\n")
+    folder = layouts["7 files"]
+    r = run_cli("check", "--policy", policy, "--data", folder, "--teacher",
+                EXAMPLE / "teacher.onnx", "--student", T4, "--format", "json",
+                "--out", tmp_path / "out", "--engine", "spark")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert r.exit_code == report["exit_code"], r.stderr
+    engine = report["run"]["engine"]
+    run = MlflowClient(store).get_run(report["mlflow"]["run_id"])
+    tags = run.data.tags
+    assert tags["fairgate.engine"] == "spark"
+    assert tags["fairgate.engine.spark_version"] == spark.version
+    assert tags["fairgate.engine.master"] == SPARK_MASTER
+    assert tags["fairgate.engine.partitions"] == str(engine["partitions"])
+    assert tags["fairgate.engine.executors"] == "1"
+    fingerprint = discover(folder).fingerprint()
+    assert tags["fairgate.data.fingerprint"] == fingerprint and tags["fairgate.data.files"] == "7"
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == folder.name and dataset.dataset.digest == fingerprint[:16]
+    assert json.loads(dataset.dataset.profile)["num_rows"] == 15060
 
 
 def test_spark_settings_of_the_command_line_are_restored(spark, run_cli, policy, layouts,
