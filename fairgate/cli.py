@@ -63,12 +63,49 @@ def _gate_inputs(fn: F) -> F:
     for option in reversed([
         click.option("--policy", "policy", required=True, type=click.Path(path_type=Path),
                      help="Policy YAML (see `fairgate policy schema`)."),
-        click.option("--data", "data", required=True, type=click.Path(path_type=Path),
-                     help="Labelled audit set with sensitive columns (.parquet or .csv)."),
+        click.option("--data", "data", required=True, metavar="PATH",
+                     help="Labelled audit set with sensitive columns: a .parquet, .orc or .csv "
+                          "file, a directory or glob of them (key=value folders are columns), "
+                          "or with --engine spark a URI or table:catalog.db.name."),
         click.option("--teacher", metavar="MODEL", help=f"Teacher model: {MODEL_FORMS}."),
     ]):
         fn = option(fn)
     return fn
+
+
+def _spark_conf(ctx: click.Context, param: click.Parameter,
+                value: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx, param)
+        out.append((key.strip(), val))
+    return tuple(out)
+
+
+def _engine_options(fn: F) -> F:
+    """--engine and the Spark options, for every command that reads the audit set."""
+    for option in reversed([
+        click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+                     show_default=True, help="Where the pass over the audit set runs: this "
+                     "process, or Apache Spark (pip install 'fairgate[spark]'); the reports "
+                     "are the same."),
+        click.option("--spark-master", metavar="URL", help="Spark master (local[4], "
+                     "spark://host:7077, yarn, k8s://..., sc://host for Spark Connect); "
+                     "default: the running session's, or spark-submit's."),
+        click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
+                     callback=_spark_conf, help="A Spark setting (repeatable)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _engine(engine: str, master: str | None, conf: tuple[tuple[str, str], ...],
+            out: Path) -> Any:
+    from fairgate.engine.run import EngineOptions
+
+    return EngineOptions(engine, master, conf, out / "spark.log")  # type: ignore[arg-type]
 
 
 class _Main(click.Group):
@@ -126,13 +163,16 @@ def main() -> None:
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
 @click.option("--color/--no-color", default=None, help="Colour the terminal report.")
+@_engine_options
 @translate_errors
-def check(policy: Path, data: Path, teacher: str | None, student: str | None,
+def check(policy: Path, data: str, teacher: str | None, student: str | None,
           teacher_scores: str | None, student_scores: str | None,
           reference_student: str | None, reference_scores: str | None, out: Path,
           formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None,
-          promote: str | None, seed: int | None, batch_size: int, color: bool | None) -> None:
+          promote: str | None, seed: int | None, batch_size: int, color: bool | None,
+          engine: str, spark_master: str | None, spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate a student model against its teacher on an audit set."""
+    options = _engine(engine, spark_master, spark_conf, out)
     if promote is not None:
         _check_promote(promote, student, no_mlflow)
     logger = None
@@ -143,7 +183,7 @@ def check(policy: Path, data: Path, teacher: str | None, student: str | None,
     try:
         _check(policy, data, teacher, student, teacher_scores, student_scores,
                reference_student, reference_scores, out, formats, parent_run, promote, seed,
-               batch_size, color, logger)
+               batch_size, color, options, logger)
     finally:
         if logger is not None:
             logger.close()
@@ -169,11 +209,12 @@ def _check_promote(alias: str, student: str | None, no_mlflow: bool) -> None:
                          "(--student models:/NAME/VERSION or models:/NAME@ALIAS)")
 
 
-def _check(policy: Path, data: Path, teacher: str | None, student: str | None,
+def _check(policy: Path, data: str, teacher: str | None, student: str | None,
            teacher_scores: str | None, student_scores: str | None,
            reference_student: str | None, reference_scores: str | None, out: Path,
            formats: tuple[str, ...], parent_run: str | None, promote: str | None,
-           seed: int | None, batch_size: int, color: bool | None, logger: Any) -> None:
+           seed: int | None, batch_size: int, color: bool | None, options: Any,
+           logger: Any) -> None:
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir, write_reports
     from fairgate.report.terminal import TerminalReporter
@@ -182,7 +223,8 @@ def _check(policy: Path, data: Path, teacher: str | None, student: str | None,
     request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,
                           teacher_scores=teacher_scores, student_scores=student_scores,
                           reference_student=reference_student, reference_scores=reference_scores,
-                          out=out, seed=seed, batch_rows=batch_size, formats=formats)
+                          out=out, seed=seed, batch_rows=batch_size, formats=formats,
+                          engine=options)
     loaded = load_policy(policy)
     if logger is not None:  # a malformed tracking URI is a usage error before any work is done
         logger.configure(loaded, parent_run)
@@ -256,15 +298,19 @@ def _tracked(logged: list[Any], *, required: bool, own: str, report: Any = None,
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
+@_engine_options
 @translate_errors
-def compare(policy: Path, data: Path, teacher: str | None, candidates: tuple[str, ...],
+def compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str, ...],
             teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
-            no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int) -> None:
+            no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int,
+            engine: str, spark_master: str | None,
+            spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate several candidate students against one teacher and rank them (Pareto front).
 
     Exit 0 if at least one candidate passes the gate, 1 if none does. In MLflow: one run for
     the comparison, with each candidate's gate nested under it.
     """
+    options = _engine(engine, spark_master, spark_conf, out)
     logger = None
     if not no_mlflow:
         from fairgate.integrations.mlflow import Logger
@@ -272,22 +318,24 @@ def compare(policy: Path, data: Path, teacher: str | None, candidates: tuple[str
         logger = Logger()
     try:
         _compare(policy, data, teacher, candidates, teacher_scores, candidate_scores, out,
-                 parent_run, seed, batch_size, logger)
+                 parent_run, seed, batch_size, options, logger)
     finally:
         if logger is not None:
             logger.close()
 
 
-def _compare(policy: Path, data: Path, teacher: str | None, candidates: tuple[str, ...],
+def _compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str, ...],
              teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
-             parent_run: str | None, seed: int | None, batch_size: int, logger: Any) -> None:
+             parent_run: str | None, seed: int | None, batch_size: int, options: Any,
+             logger: Any) -> None:
     from fairgate.compare import CompareRequest, render_terminal, run_compare, write_comparison
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir
 
     request = CompareRequest(policy=policy, data=data, teacher=teacher, candidates=candidates,
                              teacher_scores=teacher_scores, candidate_scores=candidate_scores,
-                             out=out, seed=seed, batch_rows=batch_size)
+                             out=out, seed=seed, batch_rows=batch_size,
+                             engine=options)
     loaded = load_policy(policy)
     if logger is not None:  # a malformed tracking URI is a usage error before any work is done
         logger.configure(loaded, parent_run)

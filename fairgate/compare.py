@@ -28,13 +28,14 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from fairgate.core.evaluate import MetricValue
 from fairgate.core.gate import Status, Verdict, passes
 from fairgate.core.outcome import GateReport
+from fairgate.engine.run import EngineOptions
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.inputs.files import require_regular_file
@@ -208,7 +209,7 @@ def objective_values(report: GateReport, role: Role = "student") -> tuple[Object
 @dataclass(frozen=True)
 class CompareRequest:
     policy: Path
-    data: Path
+    data: Path | str
     teacher: ModelRef | None = None
     candidates: tuple[ModelRef, ...] = ()  # files or MLflow URIs (inputs/sources.py)
     teacher_scores: str | None = None
@@ -216,6 +217,7 @@ class CompareRequest:
     out: Path = Path("fairgate-compare")
     seed: int | None = None
     batch_rows: int = DEFAULT_BATCH_ROWS
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,7 @@ def run_compare(req: CompareRequest) -> Comparison:
                 teacher_scores=req.teacher_scores,
                 student=model, student_scores=source if isinstance(source, str) else None,
                 out=req.out / name, seed=req.seed, batch_rows=req.batch_rows, formats=("json",),
+                engine=req.engine,
             )
             try:
                 report = run_gate(gate_req, files)

@@ -30,7 +30,6 @@ from fairgate.core.evaluate import (
 )
 from fairgate.core.gate import check_keys, decide, metric_groupings
 from fairgate.core.individual import (
-    RowSampler,
     SampledRows,
     counterfactual_flips,
     embed,
@@ -40,9 +39,10 @@ from fairgate.core.individual import (
 from fairgate.core.metrics import CATALOGUE, KPI_METRICS, MULTICLASS_KPI_METRICS
 from fairgate.core.multiclass import ClassIndex
 from fairgate.core.outcome import GateReport
-from fairgate.engine.local import CountResult, MulticlassPlan, SpuriousCut, count_audit, count_multiclass
+from fairgate.engine.batch import CountResult, MulticlassPlan, SpuriousCut
+from fairgate.engine.run import EngineOptions, count_pass, pass_spec, wants_scores
 from fairgate.errors import ModelError, UsageError
-from fairgate.inputs.audit import DEFAULT_BATCH_ROWS, AuditSet, LabelSpec, column_roles
+from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
 from fairgate.inputs.sources import ModelFiles, ModelSource, model_source, sha256_file
@@ -56,7 +56,7 @@ ModelRef = Path | str | ModelSource
 @dataclass(frozen=True)
 class GateRequest:
     policy: Path
-    data: Path
+    data: Path | str  # a file, a directory or glob of files, a URI, or table:catalog.db.name
     teacher: ModelRef | None = None
     student: ModelRef | None = None
     teacher_scores: str | None = None
@@ -69,6 +69,7 @@ class GateRequest:
     formats: tuple[str, ...] = ()  # () = every format
     today: dt.date | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 ALIGNMENT = "bias alignment"  # the derived attribute of audit.spurious: aligned | conflicting
@@ -191,44 +192,17 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
     if audit.spurious is not None:
         sp = audit.spurious
         spurious = SpuriousCut(sp.attribute, sp.value, sp.label, Grouping((ALIGNMENT,), derived=True))
-    columns = [audit.label, *audit.sensitive, *(c for p in models for c in p.columns)]
-    if spurious is not None:
-        columns.append(spurious.attribute)
-    types: dict[str, Any] = {}
-    for p in models:
-        types.update(p.column_types())
-    sampler = None
-    features: list[str] = []
-    if policy.individual is not None:
-        ind = policy.individual
-        features = _individual_features(policy, teacher, student)
-        wanted = features
-        if ind.counterfactual is not None:
-            wanted = list(dict.fromkeys([*wanted, ind.counterfactual.column]))
-        columns += wanted
-        sampler = RowSampler(ind.sample_rows, policy.statistics.seed,
-                             columns=list(dict.fromkeys([*wanted, *teacher.columns,
-                                                         *student.columns])))
-    score_sampler = None
-    if _wants_scores(policy):
-        size = policy.scores.sample_rows if policy.scores is not None else 50_000
-        score_sampler = RowSampler(size, policy.statistics.seed, columns=list(audit.sensitive))
-    audit_set = AuditSet(req.data, tuple(dict.fromkeys(columns)), types, req.batch_rows,
-                         text_columns=tuple(audit.sensitive),
-                         roles=column_roles(audit.label, audit.sensitive,
-                                            spurious.attribute if spurious else None))
+    features = _individual_features(policy, teacher, student) if policy.individual else []
+    plan = (multiclass_plan(policy, groupings, teacher, spurious)
+            if policy.multiclass is not None else None)
+    spec = pass_spec(policy, groupings, models, spurious, features, plan)
+    counted, data_info, engine = count_pass(spec, req.data, (teacher, student, reference),
+                                            policy, req.batch_rows, req.engine)
     derived: dict[str, GroupingCounts] = {}
-    if policy.multiclass is not None:
-        plan = multiclass_plan(policy, groupings, teacher, spurious)
-        counted = count_multiclass(audit_set, plan, list(audit.sensitive), teacher, student,
-                                   reference, max_groups=audit.max_groups)
+    if plan is not None:
         derived["classes"] = counted.counts[plan.classes_grouping]
         if counted.reference is not None:
             derived["reference"] = counted.reference
-    else:
-        counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
-                              list(audit.sensitive), groupings, teacher, student, sampler,
-                              spurious, score_sampler, max_groups=audit.max_groups)
     if spurious is not None:
         derived["alignment"] = counted.counts[spurious.grouping]
     t1 = time.perf_counter()
@@ -260,7 +234,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
     t2 = time.perf_counter()
     inputs = {
         "policy": {"path": str(loaded.path), "sha256": loaded.sha256},
-        "data": {"path": str(req.data), "sha256": sha256_of(req.data), "rows": counted.rows},
+        "data": data_info,
         "teacher": {**teacher.describe(), **described.get("teacher", {})},
         "student": {**student.describe(), **described.get("student", {})},
     }
@@ -271,8 +245,9 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
         policy=loaded, decision=decision, groupings=tuple(groupings),
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
         inputs=inputs, started_at=started, version=__version__,
-        timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1},
-        warnings=same_model_warnings(inputs) + interval_warnings(checks, values),
+        timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1}, engine=engine,
+        warnings=(same_model_warnings(inputs) + batch_warnings(inputs, req.batch_rows)
+                  + interval_warnings(checks, values)),
         individual=individual, classwise=classwise, unlisted=tuple(unlisted),
         scores=None if score_details is None else {
             "rows_sampled": len(counted.score_sample.rows) if counted.score_sample else 0,
@@ -282,7 +257,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
 
 
 def _wants_scores(policy: Policy) -> bool:
-    return policy.scores is not None or any(CATALOGUE[c.metric].scored for c in policy.checks)
+    return wants_scores(policy)
 
 
 def score_metric_values(
@@ -508,6 +483,22 @@ def same_model_warnings(inputs: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def batch_warnings(inputs: dict[str, Any], batch_rows: int) -> tuple[str, ...]:
+    """A model whose output for a row depends on the other rows of its batch (dynamic
+    quantization: one scale per batch) is audited as it runs with this batching only."""
+    out = []
+    for role in ("teacher", "student", "reference_student"):
+        ops = (inputs.get(role) or {}).get("batch_coupled")
+        if ops:
+            out.append(f"the {role.replace('_', ' ')} model's output for a row depends on the other "
+                       f"rows of its batch ({', '.join(ops)}: one quantization scale per batch), so "
+                       f"its decisions depend on how rows are batched: these are its decisions in "
+                       f"batches of {batch_rows:,} rows taken in file order (each Parquet row group, "
+                       "each CSV or ORC file from its first row); another --batch-size or row "
+                       "order gives other decisions")
+    return tuple(out)
+
+
 def run_gate(req: GateRequest, files: ModelFiles | None = None) -> GateReport:
     """Load the policy and evaluate it; the caller writes reports and logs the run."""
     return evaluate_policy(load_policy(req.policy), req, files)
@@ -555,16 +546,13 @@ def plan_audit(req: PlanRequest) -> Any:
     if not 0.0 < q <= 1.0:
         raise UsageError(f"--disagreement must be in (0, 1], got {q:g}")
     teacher = _plan_teacher(req, policy)
-    audit = policy.audit
     groupings = groupings_of(policy)
-    types = teacher.column_types()
-    audit_set = AuditSet(req.data, tuple(dict.fromkeys([audit.label, *audit.sensitive,
-                                                        *teacher.columns])),
-                         types, req.batch_rows, text_columns=tuple(audit.sensitive),
-                         roles=column_roles(audit.label, audit.sensitive, None))
-    counted = count_audit(audit_set, LabelSpec(audit.label, audit.positive_label),
-                          list(audit.sensitive), groupings, teacher, teacher,
-                          max_groups=audit.max_groups)
+    # the gate's own counting pass on the local engine, the teacher in both seats and no row
+    # samples; plan_counts then assumes the student's disagreement
+    spec = replace(pass_spec(policy, groupings, [teacher, teacher], None, [], None),
+                   sample=None, score_sample=None, identity=())
+    counted, _, _ = count_pass(spec, req.data, (teacher, teacher, None), policy,
+                               req.batch_rows, EngineOptions())
     counts = {g: GroupingCounts(g, c.groups, assumed_student(c.cells, q))
               for g, c in counted.counts.items()}
     return plan_counts(policy, counts, counted.rows,

@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # mlflow.pyfunc warns about its own type hints 
     import mlflow.sklearn
 
 from fairgate.errors import UsageError
+from fairgate.inputs.data_source import discover
 from fairgate.inputs.sources import model_source
 from fairgate.integrations.mlflow_worker import Bounds, MlflowStore, RestStore, Worker
 from tests.conftest import EXAMPLE
@@ -258,7 +259,7 @@ def test_gate_alias_against_version_stamps_and_promotes_on_pass(registry, run_cl
     assert run.info.status == "FINISHED" and run.data.metrics["fairgate.passed"] == 1.0
     assert {m.model_id for m in run.inputs.model_inputs} == {registry["teacher"][0],
                                                               registry["student_int8"][0]}
-    assert run.inputs.dataset_inputs[0].dataset.digest == sha256(DATA)[:16]
+    assert run.inputs.dataset_inputs[0].dataset.digest == discover(DATA).fingerprint()[:16]
     assert run.data.tags["fairgate.student.uri"] == "models:/credit/2"
     assert run.data.tags["fairgate.student.source_run"] == registry["run"]
     assert run.data.tags["fairgate.promotion.status"] == "promoted"
@@ -272,6 +273,7 @@ def test_gate_alias_against_version_stamps_and_promotes_on_pass(registry, run_cl
     assert tags["fairgate.run_id"] == run.info.run_id
     assert tags["fairgate.run_url"] == logged["run_url"]
     assert tags["fairgate.policy_sha256"] == sha256(policy)
+    assert tags["fairgate.data_fingerprint"] == discover(DATA).fingerprint()
     assert tags["fairgate.checked_at"] == report["run"]["started_at"]
     assert tags["fairgate.teacher"] == f"models:/{MODEL}@prod-a"
     assert tags["fairgate.teacher_version"] == f"{MODEL}/1"
@@ -429,6 +431,8 @@ def test_compare_candidates_from_the_registry(registry, run_cli, policy, monkeyp
     assert sorted(names) == sorted(["credit_2", "credit_3", registry["student_int8"][0]])
     parent = client.get_run(summary["mlflow"]["run_id"])
     assert parent.data.tags["fairgate.kind"] == "compare"
+    assert parent.data.tags["fairgate.data.fingerprint"] == discover(DATA).fingerprint()
+    assert parent.data.tags["fairgate.engine"] == "local"
     assert {m.model_id for m in parent.inputs.model_inputs} == {
         registry[n][0] for n in ("teacher", "student_int8", "student_pruned")}
     for cand in summary["candidates"]:

@@ -36,6 +36,7 @@ from mlflow.utils.validation import (
 
 from fairgate import __version__
 from fairgate.errors import UsageError
+from fairgate.inputs.data_source import discover
 from fairgate.integrations.mlflow import (
     MAX_ENTITIES,
     MAX_KEY,
@@ -463,7 +464,8 @@ def test_run_holds_params_metrics_tags_and_artifacts(server, synthetic, write_po
     tags = run.data.tags
     assert tags["fairgate.verdict"] == report["verdict"]
     assert tags["fairgate.exit_code"] == str(report["exit_code"])
-    assert tags["fairgate.sha256.data"] == sha256(synthetic)
+    assert tags["fairgate.data.fingerprint"] == discover(synthetic).fingerprint()
+    assert tags["fairgate.engine"] == "local"
     assert tags["fairgate.sha256.policy"] == sha256(policy)
     assert "fairgate.sha256.teacher" not in tags  # score columns: no model file to hash
     assert tags["ci.github.sha"] == tags["mlflow.source.git.commit"] == "abc123"
@@ -492,10 +494,11 @@ def test_run_holds_params_metrics_tags_and_artifacts(server, synthetic, write_po
 
     (dataset,) = run.inputs.dataset_inputs  # the audit set, in the run's Datasets panel
     assert dataset.dataset.name == "audit.parquet"
-    assert dataset.dataset.digest == sha256(synthetic)[:16]
+    fingerprint = discover(synthetic).fingerprint()  # of the listing, not of the bytes
+    assert dataset.dataset.digest == fingerprint[:16]
     assert dataset.dataset.source_type == "local"
     assert json.loads(dataset.dataset.source) == {"uri": str(synthetic.resolve())}
-    assert json.loads(dataset.dataset.profile) == {"num_rows": 5000, "sha256": sha256(synthetic),
+    assert json.loads(dataset.dataset.profile) == {"num_rows": 5000, "fingerprint": fingerprint,
                                                    "num_columns": 5}
     assert {c["name"]: c["type"] for c in json.loads(dataset.dataset.schema)["mlflow_colspec"]} \
         == {"sex": "string", "race": "string", "y": "long", "t": "double", "s": "double"}
@@ -536,7 +539,8 @@ def test_onnx_models_policy_experiment_and_run_name(server, write_policy, run_cl
     assert run.info.run_name == "T4 candidate" and run.info.status == status_of(report)
     assert run.data.tags["fairgate.sha256.teacher"] == sha256(teacher)
     assert run.data.tags["fairgate.sha256.student"] == sha256(student)
-    assert run.data.tags["fairgate.sha256.data"] == sha256(EXAMPLE / "audit.parquet")
+    assert run.data.tags["fairgate.data.fingerprint"] == report["inputs"]["data"]["fingerprint"]
+    assert report["inputs"]["data"]["fingerprint"] == discover(EXAMPLE / "audit.parquet").fingerprint()
     assert run.data.params["audit.positive_label"] == ">50K"
     assert run.data.metrics == expected_metrics(report)
     assert "group/sex_x_race/Female_x_Asian-Pac-Islander/student/tpr" in run.data.metrics

@@ -74,12 +74,13 @@ def _mix_int(x: int) -> int:
 
 
 def row_hash(seed: int, rows: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of (seed, global row index): splitmix64 of ``key(seed) + row · φ``.
+    """A 64-bit hash of (seed, row identity): splitmix64 of ``key(seed) + row · φ``.
 
-    A function of the row's global index only, so the rows it selects do not depend on
-    batch sizes, batch order or partitioning, and it is the same on every machine.
+    A function of the row's identity only (a global index, or the engine's hash of the row's
+    values, :mod:`fairgate.engine.identity`), so the rows it selects do not depend on batch
+    sizes, batch order or partitioning, and it is the same on every machine.
     """
-    x = np.asarray(rows, dtype=np.uint64) * np.uint64(_GOLDEN) + np.uint64(_mix_int(seed))
+    x = np.asarray(rows).astype(np.uint64) * np.uint64(_GOLDEN) + np.uint64(_mix_int(seed))
     x ^= x >> np.uint64(30)
     x *= np.uint64(_M1)
     x ^= x >> np.uint64(27)
@@ -90,9 +91,9 @@ def row_hash(seed: int, rows: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SampledRows:
-    """The kept rows in global row order: input columns, per-row extras, and how many were seen."""
+    """The kept rows by increasing identity: input columns, per-row extras, how many were seen."""
 
-    rows: np.ndarray  # global row indices, increasing (int64)
+    rows: np.ndarray  # row identities, increasing (uint64; global indices when offsets were given)
     table: pa.Table
     extra: dict[str, np.ndarray]
     seen: int
@@ -112,11 +113,11 @@ class RowSampler:
 
     Why this and not Algorithm R: Algorithm R's kept set depends on how many random draws
     came before a row, so it changes with batch sizes and cannot be split across
-    partitions; a hash of the global row index gives byte-identical samples for any
-    batching, and bottom-S samples of partitions merge exactly (the bottom S of their
-    union). It is a uniform sample without replacement of min(S, N) rows, and, unlike a
-    fixed hash threshold, its size does not depend on N, which the engine does not know
-    in advance. Cost: one hash per row; a row is copied only if its hash is below the
+    partitions; a hash of the row's identity gives byte-identical samples for any
+    batching, and bottom-S samples of partitions merge exactly (:meth:`merge`: the bottom S
+    of their union). It is a uniform sample without replacement of min(S, N) rows, and,
+    unlike a fixed hash threshold, its size does not depend on N, which the engine does not
+    know in advance. Cost: one hash per row; a row is copied only if its hash is below the
     S-th smallest seen at the last compaction (O(S·log(N/S)) rows in all).
     """
 
@@ -132,9 +133,10 @@ class RowSampler:
         self._stored = 0
         self._threshold: np.uint64 | None = None  # largest kept hash once S rows are kept
 
-    def add(self, batch: pa.RecordBatch, offset: int,
+    def add(self, batch: pa.RecordBatch, rows: int | np.ndarray,
             extra: Mapping[str, np.ndarray] | None = None) -> None:
-        """Offer the rows ``offset .. offset + len(batch) − 1`` (global, unique indices)."""
+        """Offer a batch's rows: ``rows`` is their identities (one uint64 a row), or the
+        global index of the first, the others following it."""
         n = batch.num_rows
         extra = dict(extra or {})
         if self._extra_names is None:
@@ -148,13 +150,18 @@ class RowSampler:
         self.seen += n
         if n == 0:
             return
-        rows = np.arange(offset, offset + n, dtype=np.int64)
-        hashes = row_hash(self.seed, rows)
+        if isinstance(rows, int | np.integer):
+            ids = np.arange(int(rows), int(rows) + n, dtype=np.uint64)
+        else:
+            ids = np.asarray(rows, dtype=np.uint64)
+            if len(ids) != n:
+                raise ValueError(f"{len(ids)} row identities for {n} rows")
+        hashes = row_hash(self.seed, ids)
         if self._threshold is not None:
             keep = np.flatnonzero(hashes <= self._threshold)
             if keep.size == 0:
                 return
-            rows, hashes = rows[keep], hashes[keep]
+            ids, hashes = ids[keep], hashes[keep]
         else:
             keep = None
         if self.columns is not None:
@@ -162,9 +169,29 @@ class RowSampler:
         if keep is not None:
             batch = batch.take(pa.array(keep))
             extra = {k: np.asarray(v)[keep] for k, v in extra.items()}
-        self._parts.append((hashes, rows, batch, {k: np.asarray(v) for k, v in extra.items()}))
-        self._stored += len(rows)
+        self._parts.append((hashes, ids, batch, {k: np.asarray(v) for k, v in extra.items()}))
+        self._stored += len(ids)
         if self._stored >= 2 * self.size:
+            self._compact()
+
+    def merge(self, other: RowSampler) -> None:
+        """Take in another sampler's rows (of other rows, same size and seed): the result is
+        the bottom S of the union, whatever was added where."""
+        if (other.size, other.seed, other.columns) != (self.size, self.seed, self.columns):
+            raise ValueError("samplers of different size, seed or columns do not merge")
+        if other._extra_names is not None:
+            if self._extra_names is None:
+                self._extra_names = other._extra_names
+            elif other._extra_names != self._extra_names:
+                raise ValueError(f"extra columns {other._extra_names} differ from "
+                                 f"{self._extra_names}")
+        self.seen += other.seen
+        self._parts += other._parts
+        self._stored += other._stored
+        if other._threshold is not None and (self._threshold is None
+                                             or other._threshold < self._threshold):
+            self._threshold = other._threshold
+        if self._parts and self._stored >= self.size:
             self._compact()
 
     def _compact(self) -> None:
@@ -172,7 +199,7 @@ class RowSampler:
         rows = np.concatenate([p[1] for p in self._parts])
         table = pa.Table.from_batches([p[2] for p in self._parts])
         extra = {k: np.concatenate([p[3][k] for p in self._parts]) for k in self._parts[0][3]}
-        order = np.lexsort((rows, hashes))[: self.size]
+        order = np.lexsort((*_ties(extra), rows, hashes))[: self.size]
         if len(order) == self.size:
             self._threshold = hashes[order[-1]]
         batch = table.take(pa.array(order)).combine_chunks().to_batches()[0]  # parts hold rows
@@ -180,17 +207,23 @@ class RowSampler:
         self._stored = len(order)
 
     def result(self) -> SampledRows:
-        """The sample in global row order (the same bytes for any batching)."""
+        """The sample by increasing identity (the same bytes for any batching)."""
         if not self._parts:
             empty = pa.table({}) if self.columns is None else pa.table(
                 {c: pa.array([], pa.null()) for c in self.columns})
-            return SampledRows(np.zeros(0, np.int64), empty, {}, self.seen, self.size)
+            return SampledRows(np.zeros(0, np.uint64), empty, {}, self.seen, self.size)
         self._compact()
         _, rows, batch, extra = self._parts[0]
-        order = np.argsort(rows, kind="stable")
+        order = np.lexsort((*_ties(extra), rows))
         table = pa.Table.from_batches([batch]).take(pa.array(order)).combine_chunks()
         return SampledRows(rows[order], table, {k: v[order] for k, v in extra.items()},
                            self.seen, self.size)
+
+
+def _ties(extra: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Sort keys after the identity: equal rows (one identity) that a batch-coupled model
+    scored differently are kept and ordered by their scores, whoever read them first."""
+    return [np.asarray(extra[k]) for k in sorted(extra, reverse=True)]
 
 
 def _rng(seed: int, stream: str) -> np.random.Generator:

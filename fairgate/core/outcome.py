@@ -28,6 +28,7 @@ class GateReport:
     classwise: dict[str, Any] | None = None  # multi-class: per-class tests, disagreement
     scores: dict[str, Any] | None = None  # the row sample behind the score metrics, per group
     unlisted: tuple[Unlisted, ...] = ()  # ungated groups that ``groups`` leaves out, per grouping
+    engine: dict[str, Any] = field(default_factory=dict)  # which engine counted, and where
 
     @property
     def verdict(self) -> str:

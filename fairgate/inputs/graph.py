@@ -161,11 +161,11 @@ class _Graph:
 
 
 def _attribute(node: Any, name: str, default: Any = None) -> Any:
-    import onnx.helper
+    from fairgate.inputs.onnx_proto import attribute_value
 
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)
+            return attribute_value(a)
     return default
 
 

@@ -97,9 +97,14 @@ class OnnxPredictor:
     _plan: Plan = field(init=False)
     _inputs: list[tuple[str, Any, list[Any]]] = field(init=False)
     _matrix: bool = field(init=False)
+    # the bytes onnxruntime loaded (None: it read the file, whose tensors are external)
+    _model_bytes: bytes | None = field(init=False, repr=False)
+    batch_coupled: tuple[str, ...] = field(init=False)  # ops that mix rows of a batch
+    ort_threads: int | None = field(default=None, init=False, repr=False)  # where it is rebuilt
 
     def __post_init__(self) -> None:
-        self._session, facts = _load_session(self.role, self.path)
+        self._session, facts, self._model_bytes, self.batch_coupled = _load_session(
+            self.role, self.path)
         self._inputs = [(i.name, i.type, list(i.shape)) for i in self._session.get_inputs()]
         self._plan_inputs()
         outputs = [Output(o.name, o.type, _declared_shape(o.shape), facts.get(o.name, OutputFacts(o.name)))
@@ -109,6 +114,36 @@ class OnnxPredictor:
     @property
     def _where(self) -> str:
         return f"{self.role} model {self.path.name}"
+
+    # ------------------------------------------------------------------ engines
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The model travels as bytes (once per job: Spark broadcasts large closures); the
+        session is made again where it lands, once per worker process."""
+        state = dict(self.__dict__)
+        state["_session"] = None
+        if state["_model_bytes"] is None:
+            state["_model_bytes"] = _embedded_bytes(self.role, self.path)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._session = None  # made by load(), inside the task: its error is the task's
+
+    def load(self) -> None:
+        """Make the session of a model that travelled as bytes: once per worker process (a
+        ModelError when onnxruntime there cannot load it)."""
+        if self._session is None:
+            assert self._model_bytes is not None
+            self._session = _cached_session(self._where, self._model_bytes, self.ort_threads)
+
+    @property
+    def plan(self) -> Plan:
+        """How the output is read (a task's plan, for the engine to reconcile)."""
+        return self._plan
+
+    def adopt_plan(self, plan: Plan) -> None:
+        self._plan = plan
 
     # ------------------------------------------------------------------ inputs
 
@@ -165,12 +200,39 @@ class OnnxPredictor:
                 out[name] = pa.int64()
         return out
 
-    def _feeds(self, batch: pa.RecordBatch, offset: int) -> dict[str, np.ndarray]:
+    @property
+    def matrix_signature(self) -> tuple[Any, ...] | None:
+        """What the feature matrix depends on: two models with the same signature read the
+        same matrix, which is then built once a batch. None for per-column inputs."""
+        if not self._matrix:
+            return None
+        _, typ, _ = self._inputs[0]
+        return (self.columns, typ, self.missing == "pass" and typ in _CAN_BE_NAN)
+
+    def matrix(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+        """The [rows, features] input of a matrix model, in the input's element type.
+
+        Each column is written straight into one preallocated matrix (no float64 stack),
+        and NaN is looked for once, over the whole matrix.
+        """
+        _, typ, _ = self._inputs[0]
+        nan_ok = self.missing == "pass" and typ in _CAN_BE_NAN
+        cols = [_column(batch, c, self.role, offset, nan_ok, typ) for c in self.columns]
+        out = np.empty((batch.num_rows, len(cols)), dtype=_NUMPY_OF_ONNX[typ])
+        for j, col in enumerate(cols):
+            out[:, j] = col.to_numpy(zero_copy_only=False)
+        if not nan_ok and out.dtype.kind == "f" and np.isnan(out).any():
+            for j, col in enumerate(cols):  # name the first column that holds one
+                nan = np.isnan(out[:, j])
+                if nan.any():
+                    _missing(col, self.columns[j], offset, typ, nan)
+        return out
+
+    def _feeds(self, batch: pa.RecordBatch, offset: int,
+               matrix: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self._matrix:
-            name, typ, _ = self._inputs[0]
-            nan_ok = self.missing == "pass" and typ in _CAN_BE_NAN
-            cols = [_numeric(batch, c, self.role, offset, nan_ok) for c in self.columns]
-            return {name: np.stack(cols, axis=1).astype(_NUMPY_OF_ONNX[typ], copy=False)}
+            name = self._inputs[0][0]
+            return {name: self.matrix(batch, offset) if matrix is None else matrix}
         feeds = {}
         for name, typ, shape in self._inputs:
             if typ == "tensor(string)":
@@ -187,8 +249,11 @@ class OnnxPredictor:
 
     # ------------------------------------------------------------------ outputs
 
-    def _run(self, batch: pa.RecordBatch, offset: int) -> list[Any]:
-        feeds = self._feeds(batch, offset)
+    def _run(self, batch: pa.RecordBatch, offset: int,
+             matrix: np.ndarray | None = None) -> list[Any]:
+        feeds = self._feeds(batch, offset, matrix)
+        if self._session is None:
+            self.load()
         try:
             return list(self._session.run(self._plan.outputs, feeds))
         except Exception as e:  # onnxruntime raises its own untyped errors
@@ -202,8 +267,9 @@ class OnnxPredictor:
     def _output_where(self) -> str:
         return f"{self._where}, output {self._plan.output!r}"
 
-    def predict(self, batch: pa.RecordBatch, offset: int) -> tuple[np.ndarray, np.ndarray]:
-        raws = self._run(batch, offset)
+    def predict(self, batch: pa.RecordBatch, offset: int,
+                matrix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        raws = self._run(batch, offset, matrix)
         self._plan = planned(self._plan, raws[0], batch.num_rows, offset)
         plan, rows, where = self._plan, batch.num_rows, self._output_where()
         if plan.check_label is not None:
@@ -217,9 +283,10 @@ class OnnxPredictor:
     def decide(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
         return self.predict(batch, offset)[1]
 
-    def predict_classes(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
+    def predict_classes(self, batch: pa.RecordBatch, offset: int,
+                        matrix: np.ndarray | None = None) -> np.ndarray:
         """Top-1 per row: a position into ``class_columns``, or the model's label values."""
-        raws = self._run(batch, offset)
+        raws = self._run(batch, offset, matrix)
         plan, rows, where = self._plan, batch.num_rows, self._output_where()
         if plan.kind == "classes":
             top = class_top1(plan, raws[0], rows, where, offset)
@@ -263,6 +330,8 @@ class OnnxPredictor:
             out["threshold"] = self.read.threshold
         if self.missing == "pass":
             out["missing"] = "pass"
+        if self.batch_coupled:
+            out["batch_coupled"] = list(self.batch_coupled)
         return out
 
 
@@ -270,6 +339,18 @@ def _declared_shape(shape: Any) -> tuple[Any, ...] | None:
     """onnxruntime gives [] both for a scalar and for an output without shape information;
     neither is a per-row prediction, so both count as unknown and are checked per batch."""
     return tuple(shape) if shape else None
+
+
+def _column(batch: pa.RecordBatch, name: str, role: str, offset: int, nan_ok: bool,
+            typ: str) -> pa.Array:
+    """A numeric feature column, its type and nulls checked (NaN is the caller's)."""
+    col = batch.column(name)
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
+            or pa.types.is_boolean(col.type)):
+        raise DataError(f"feature column {name!r} has type {col.type}; the {role} model needs numbers")
+    if col.null_count and not nan_ok:
+        _missing(col, name, offset, typ)
+    return col
 
 
 def _numeric(batch: pa.RecordBatch, name: str, role: str, offset: int, nan_ok: bool,
@@ -303,45 +384,94 @@ def _missing(col: pa.Array, name: str, offset: int, typ: str,
 # ----------------------------------------------------------------------------- loading
 
 
-def _load_session(role: str, path: Path) -> tuple[Any, dict[str, OutputFacts]]:
-    """An onnxruntime session for an untrusted model file, and what its graph proves.
+def _load_session(role: str, path: Path) -> tuple[Any, dict[str, OutputFacts], bytes | None,
+                                                 tuple[str, ...]]:
+    """An onnxruntime session for an untrusted model file, what its graph proves, the bytes
+    the session was made from (None when it read the file: external tensors) and the ops that
+    make a row's output depend on the other rows of its batch.
 
     The proto is parsed first so that a file that is not ONNX, or an external-data path that
     leaves the model's folder, is refused before onnxruntime opens anything. No custom-op
     libraries are registered. sklearn-onnx's ZipMap is bypassed: its input tensor is read
     directly, which gives the same probabilities without a Python dict per row.
     """
-    import onnx
-    import onnxruntime as ort
+    from fairgate.inputs.onnx_proto import parse_model
 
     where = f"{role} model {path}"
     require_regular_file(path, ModelError, where=where, expected="an .onnx file")
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = parse_model(path.read_bytes())
     except Exception as e:
         raise ModelError(f"{where}: not an ONNX model ({type(e).__name__}: {_line(e)})") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelError(f"{where}: not an ONNX model (no graph)")
     has_external = _check_external_data(proto, path, where)
     facts = output_facts(proto)
+    coupled = batch_coupled_ops(proto)
     model_bytes = None if has_external else _without_zipmap(proto, facts)
+    session = _new_session(where, model_bytes if model_bytes is not None else str(path))
+    return session, facts, model_bytes, coupled
+
+
+#: Ops whose output for a row depends on the other rows of its batch: dynamic quantization
+#: takes one scale from the whole input tensor (onnxruntime.quantization.quantize_dynamic).
+BATCH_COUPLED_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul",
+                               "DynamicQuantizeLSTM"})
+
+
+def batch_coupled_ops(proto: Any) -> tuple[str, ...]:
+    """The batch-coupling ops of a model's graph (and its functions), sorted."""
+    found = {n.op_type for n in proto.graph.node if n.op_type in BATCH_COUPLED_OPS}
+    for fn in proto.functions:
+        found |= {n.op_type for n in fn.node if n.op_type in BATCH_COUPLED_OPS}
+    return tuple(sorted(found))
+
+
+def _new_session(where: str, model: bytes | str, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     # per-shape memory plans held ~135 MB more at 65,536-row batches, and idle intra-op
     # threads spinning steal the core the other model runs on (benchmarks/bench_gate.py)
     opts.enable_mem_pattern = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    threads = os.environ.get("FAIRGATE_ORT_THREADS")
+    threads = threads or int(os.environ.get("FAIRGATE_ORT_THREADS") or 0)
     if threads:
-        opts.intra_op_num_threads = int(threads)
+        opts.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(
-            model_bytes if model_bytes is not None else str(path), opts,
-            providers=["CPUExecutionProvider"],
-        )
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ModelError(f"{where}: onnxruntime cannot load it: {_line(e)}") from None
-    return session, facts
+
+
+#: Sessions of models that arrived as bytes (an executor's worker process), by content.
+_SESSIONS: dict[tuple[str, int | None], Any] = {}
+
+
+def _cached_session(where: str, model: bytes, threads: int | None = None) -> Any:
+    """One session per model and worker process: later tasks reuse it."""
+    import hashlib
+
+    key = (hashlib.sha256(model).hexdigest(), threads)
+    session = _SESSIONS.get(key)
+    if session is None:
+        session = _SESSIONS[key] = _new_session(where, model, threads)
+    return session
+
+
+def _embedded_bytes(role: str, path: Path) -> bytes:
+    """A model with external tensors as one serialized proto (their folder stays here)."""
+    import onnx
+
+    where = f"{role} model {path}"
+    try:
+        proto = onnx.load(str(path), load_external_data=True)
+        facts = output_facts(proto)
+        return _without_zipmap(proto, facts)
+    except Exception as e:  # e.g. more than protobuf's 2 GB in one message
+        raise ModelError(f"{where}: cannot ship it to the executors as one message "
+                         f"({type(e).__name__}: {_line(e)})") from None
 
 
 def _line(e: BaseException) -> str:
@@ -350,11 +480,11 @@ def _line(e: BaseException) -> str:
 
 
 def _check_external_data(proto: Any, path: Path, where: str) -> bool:
-    from onnx.external_data_helper import _get_all_tensors
+    from fairgate.inputs.onnx_proto import all_tensors
 
     root = path.resolve().parent
     found = False
-    for tensor in _get_all_tensors(proto):
+    for tensor in all_tensors(proto):
         if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
             continue
         found = True
@@ -372,7 +502,7 @@ def _check_external_data(proto: Any, path: Path, where: str) -> bool:
 def _without_zipmap(proto: Any, facts: dict[str, OutputFacts]) -> bytes:
     """Serialized model whose ZipMap outputs are replaced by their probability tensors; the
     facts of a ZipMap output (its keys) move to the tensor that replaces it."""
-    import onnx
+    from fairgate.inputs.onnx_proto import FLOAT, value_info
 
     for node in [n for n in proto.graph.node if n.op_type == "ZipMap"]:
         zipped = facts.get(node.output[0])
@@ -381,8 +511,7 @@ def _without_zipmap(proto: Any, facts: dict[str, OutputFacts]) -> bytes:
         for o in [o for o in proto.graph.output if o.name == node.output[0]]:
             proto.graph.output.remove(o)
         tensor = node.input[0]
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(
-            tensor, onnx.TensorProto.FLOAT, [None, len(zipped.classes)]))
+        proto.graph.output.append(value_info(tensor, FLOAT, [None, len(zipped.classes)]))
         proto.graph.node.remove(node)
         del facts[node.output[0]]
         facts[tensor] = OutputFacts(tensor, zipped.classes, zipped.classes_from, "probabilities",

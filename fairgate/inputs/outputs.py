@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import expit
 
 from fairgate.core.counts import value_label
 from fairgate.errors import ModelError
@@ -386,6 +385,31 @@ def planned(plan: Plan, raw: Any, rows: int, offset: int) -> Plan:
     return _binary_scores(replace(out, shape=shape), label_out, settings, where)
 
 
+def reconcile(plans: list[Plan], where: str) -> Plan:
+    """One plan from the plans of several passes over parts of the audit set (an engine's
+    tasks): those that read no batch are left out; the others must have read the output the
+    same way, else a ModelError names the setting that decides it."""
+    read = [p for p in plans if p.kind != "deferred" and (p.kind not in ("proba2", "score")
+                                                          or p.scale is not None)]
+    if not read:
+        return plans[0]
+    first = read[0]
+    scales = sorted({str(p.scale) for p in read if p.kind in ("proba2", "score")})
+    if len(scales) > 1:
+        raise ModelError(f"{where}: cannot tell probabilities from logits: its graph does not "
+                         "say, and the values of some parts of the audit set read as "
+                         "probabilities, others as logits; set model.output to probabilities "
+                         "or logits")
+    others: set[str] = set()
+    for p in read:
+        others |= p.others
+    if len(others) > 1:
+        shown = ", ".join(sorted(others)[:5])
+        raise ModelError(f"{where}: gives labels other than the positive ({first.positive_text}) "
+                         f"and one negative: {shown}; a binary gate needs two classes")
+    return replace(first, others=others)
+
+
 def rows_of(raw: Any, rows: int, where: str, offset: int) -> np.ndarray:
     """The output as an array with exactly ``rows`` rows (an output reduced over the batch,
     which broadcasting would silently spread over every row, is refused)."""
@@ -409,18 +433,25 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
         arr = arr.reshape(-1)
     elif arr.ndim != 2 or arr.shape[1] != 2:
         raise ModelError(f"{where}: gave shape {shape_text(list(arr.shape))}, expected [N, 2]")
-    nan = np.isnan(arr)
-    if nan.any():
+    # one min and one max find NaN (it propagates) and values outside [0, 1]; the rows at
+    # fault are looked for only then (each elementwise test is a pass over the batch)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if lo != lo or hi != hi:
+        nan = np.isnan(arr)
         first = int(np.flatnonzero(nan.reshape(rows, -1).any(axis=1))[0])
         raise ModelError(f"{where}: produced NaN scores (first at row {offset + first})")
     if plan.scale is None:
         plan.scale, plan.scale_from = _scale_from_values(arr, plan.kind == "proba2", where,
                                                          offset)
     if plan.scale == "probabilities":
-        _check_unit(arr, where, offset, plan.kind == "proba2")
-        return arr[:, plan.column] if plan.kind == "proba2" else arr
+        vectors = plan.kind == "proba2"
+        inside = lo >= -UNIT_TOL and hi <= 1 + UNIT_TOL
+        if not inside or (vectors and arr.size and not float(
+                np.abs(arr[:, 0] + arr[:, 1] - 1.0).max()) < PROB_TOL):
+            _check_unit(arr, where, offset, vectors)
+        return arr[:, plan.column] if vectors else arr
     if plan.kind == "score":
-        return expit(arr)  # exact at ±inf: 0 and 1
+        return _expit(arr)  # exact at ±inf: 0 and 1
     with np.errstate(invalid="ignore"):  # inf − inf is NaN, refused just below
         margin = arr[:, plan.column] - arr[:, 1 - plan.column]
     bad = np.isnan(margin)  # both logits infinite with the same sign: no decision
@@ -428,7 +459,15 @@ def binary_scores(plan: Plan, raw: Any, rows: int, where: str, offset: int) -> n
         first = int(np.flatnonzero(bad)[0])
         raise ModelError(f"{where}: row {offset + first} has logits {arr[first].tolist()}, which "
                          "give no decision")
-    return expit(margin)  # softmax of two logits, stable at ±inf
+    return _expit(margin)  # softmax of two logits, stable at ±inf
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    """scipy's logistic sigmoid, imported when a model gives logits (not at start-up: a
+    Spark worker imports this module)."""
+    from scipy.special import expit
+
+    return np.asarray(expit(x))
 
 
 def _scale_from_values(arr: np.ndarray, vectors: bool, where: str, offset: int
@@ -441,7 +480,9 @@ def _scale_from_values(arr: np.ndarray, vectors: bool, where: str, offset: int
     if in_unit and sums:
         return "probabilities", f"the values (all in [0, 1]{', rows sum to 1' if vectors else ''})"
     if not finite or lo < -LOGIT_EVIDENCE or hi > 1 + LOGIT_EVIDENCE:
-        return "logits", f"the values (range [{lo:.4g}, {hi:.4g}])"
+        # not the batch's range: the text must not depend on which batch came first
+        return "logits", (f"the values (not all within [{-LOGIT_EVIDENCE:g}, "
+                          f"{1 + LOGIT_EVIDENCE:g}], so not probabilities)")
     problem = ("rows that do not sum to 1" if in_unit else
                f"values just outside [0, 1] (range [{lo:.4g}, {hi:.4g}])")
     raise ModelError(f"{where}: cannot tell probabilities from logits: its graph does not say, and "

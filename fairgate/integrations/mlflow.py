@@ -352,6 +352,19 @@ def ci_tags(env: Mapping[str, str]) -> dict[str, str]:
     return tags
 
 
+def engine_tags(data: Mapping[str, Any], engine: Mapping[str, Any]) -> dict[str, str]:
+    """The data's identity (listing fingerprint, or table and version) and the engine that
+    counted it: Spark's version, master, partitions and executors."""
+    tags = {}
+    for key in ("fingerprint", "table", "version", "files"):
+        if data.get(key) is not None:
+            tags[f"fairgate.data.{key}"] = str(data[key])
+    for key in ("name", "spark_version", "master", "partitions", "executors"):
+        if engine.get(key) is not None:
+            tags["fairgate.engine" if key == "name" else f"fairgate.engine.{key}"] = str(engine[key])
+    return tags
+
+
 def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
     d = report.decision
     tags = {
@@ -359,9 +372,9 @@ def _tags(report: GateReport, env: Mapping[str, str]) -> dict[str, str]:
         "fairgate.exit_code": str(d.exit_code),
         "fairgate.version": report.version,
         "fairgate.sha256.policy": report.policy.sha256,
-        "fairgate.sha256.data": str(report.inputs["data"]["sha256"]),
         "fairgate.data": Path(str(report.inputs["data"]["path"])).name,
     }
+    tags.update(engine_tags(report.inputs["data"], report.engine))
     for role in ("teacher", "student"):
         info = report.inputs[role]
         tags[f"fairgate.{role}"] = model_label(info)
@@ -703,23 +716,43 @@ def _colspec(path: Path) -> tuple[list[dict[str, Any]], int] | None:
     return cols, len(schema)
 
 
+def data_identity(data: Mapping[str, Any]) -> str:
+    """The audit set's identity as report.json's ``inputs.data`` gives it: the fingerprint of
+    its file listing, or for a table without local files a sha256 of its name and version."""
+    if data.get("fingerprint"):
+        return str(data["fingerprint"])
+    named = f"{data.get('table') or data.get('path')}@{data.get('version')}"
+    return hashlib.sha256(named.encode()).hexdigest()
+
+
 def dataset_input(report: GateReport) -> dict[str, Any]:
-    """The audit set as an MLflow dataset input (the run's Datasets panel): the file name,
-    a digest (the first 16 hex digits of its sha256), its path, schema and row count."""
+    """The audit set as an MLflow dataset input (the run's Datasets panel): its name, a digest
+    (the first 16 hex digits of its identity, see :func:`data_identity`), where it is, its
+    schema and row count."""
     data = report.inputs["data"]
-    path = Path(str(data["path"]))
-    sha = str(data["sha256"])
-    profile: dict[str, Any] = {"num_rows": data["rows"], "sha256": sha}
-    spec = _colspec(path)
+    given = str(data["path"])
+    identity = data_identity(data)
+    profile: dict[str, Any] = {"num_rows": data["rows"], "fingerprint": identity}
+    local = data.get("table") is None and not is_uri(given)
+    path = Path(given)
+    spec = _colspec(path) if local and path.is_file() else None
     schema = None
     if spec is not None:
         cols, total = spec
         profile["num_columns"] = total
         schema = json.dumps({"mlflow_colspec": cols}, ensure_ascii=False)
-    return {"name": safe.mlflow_value(path.name, 500), "digest": sha[:16], "source_type": "local",
-            "source": json.dumps({"uri": safe.mlflow_value(str(path.resolve()), 4000)},
-                                 ensure_ascii=False),
+    name = str(data["table"]) if data.get("table") else (path.name or given)
+    where = str(path.resolve()) if local else given
+    return {"name": safe.mlflow_value(name, 500), "digest": identity[:16],
+            "source_type": "local" if local else ("spark" if data.get("table") else "uri"),
+            "source": json.dumps({"uri": safe.mlflow_value(where, 4000)}, ensure_ascii=False),
             "schema": schema, "profile": json.dumps(profile), "context": "audit"}
+
+
+def is_uri(given: str) -> bool:
+    from fairgate.inputs.data_source import is_table, uri_scheme
+
+    return is_table(given) or uri_scheme(given) is not None
 
 
 ROLES = ("teacher", "student", "reference_student")
@@ -755,7 +788,7 @@ def version_tags(report: GateReport) -> dict[str, str]:
         "fairgate.checked_at": report.started_at,
         "fairgate.policy": report.policy.path.name,
         "fairgate.policy_sha256": report.policy.sha256,
-        "fairgate.data_sha256": str(report.inputs["data"]["sha256"]),
+        "fairgate.data_fingerprint": data_identity(report.inputs["data"]),
         "fairgate.teacher": str(t_src.get("uri") or model_label(teacher)),
         "fairgate.fairgate_version": report.version,
     }
@@ -825,7 +858,7 @@ def compare_spec(result: Comparison, out: Path, folder: Path, env: Mapping[str, 
     tags = {"fairgate.kind": "compare", "fairgate.recommended": result.recommended or "",
             "fairgate.teacher": model_label(first.inputs["teacher"]),
             "fairgate.sha256.policy": first.policy.sha256,
-            "fairgate.sha256.data": str(first.inputs["data"]["sha256"]),
+            **engine_tags(first.inputs["data"], first.engine),
             "mlflow.note.content": safe.clip(compare_note(result), MAX_TAG_VALUE, short=True),
             **ci_tags(env)}
     for r in result.ranking:

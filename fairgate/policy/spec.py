@@ -47,6 +47,11 @@ class AuditSpec(_Strict):
     spurious: SpuriousSpec | None = Field(
         None, description="A spurious attribute and the label value it goes with, for "
         "spurious_gap and bias_conflicting_accuracy.")
+    row_id: str | None = Field(
+        None, description="A column that identifies each row uniquely. The row samples "
+        "(individual fairness, score metrics) keep rows by a hash of it; without it, by a hash "
+        "of the values the gate reads. Either way a sample does not depend on row order, "
+        "files or partitions.")
 
 
 class SpuriousSpec(_Strict):

@@ -195,7 +195,8 @@ def to_dict(report: GateReport) -> dict[str, Any]:
         "inputs": report.inputs,
         "notes": list(report.notes),
         "warnings": list(report.warnings),
-        "run": {"started_at": report.started_at, "timings": report.timings},
+        "run": {"started_at": report.started_at, "timings": report.timings,
+                "engine": report.engine},
     }
 
 

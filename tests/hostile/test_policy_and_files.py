@@ -268,7 +268,7 @@ def gate_inputs(tmp_path: Path) -> dict[str, Path]:
 SPECIAL = {"fifo": "a FIFO", "/dev/zero": "a character device", "/dev/null": "a character device"}
 ROLES = {  # option -> exit code, message prefix, what was expected
     "--policy": (2, "", "a YAML policy file"),
-    "--data": (3, "", "a .parquet or .csv file"),
+    "--data": (3, "", "a .parquet, .orc or .csv file, or a directory or glob of them"),
     "--teacher": (3, "teacher model ", "an .onnx file"),
 }
 

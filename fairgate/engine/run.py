@@ -1,0 +1,118 @@
+"""What a gate asks of an engine (:class:`PassSpec`), and which engine answers it.
+
+``--engine local`` (the default) streams the files on this machine; ``--engine spark``
+runs the same per-batch function on a Spark cluster's executors and merges their partials
+(:mod:`fairgate.engine.spark`, imported only then). Both return the same
+:class:`~fairgate.engine.batch.CountResult` for the same rows, so report.json is the same
+byte for byte; what differs (the engine, Spark's version, master, partitions and
+executors) goes to report.json's ``run.engine``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from fairgate.core.counts import Grouping
+from fairgate.engine.batch import CountResult, MulticlassPlan, PassSpec, SampleSpec, SpuriousCut
+from fairgate.errors import UsageError
+from fairgate.inputs.audit import AuditSet, LabelSpec, column_roles
+from fairgate.inputs.model import Predictor
+from fairgate.policy import Policy
+
+Engine = Literal["local", "spark"]
+ENGINES: tuple[Engine, ...] = ("local", "spark")
+DEFAULT_SCORE_SAMPLE = 50_000
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """``--engine`` and the Spark options of the command line."""
+
+    name: Engine = "local"
+    spark_master: str | None = None
+    spark_conf: tuple[tuple[str, str], ...] = ()
+    spark_log: Path | None = None  # where Spark's own log goes when fairgate starts Spark
+
+    def __post_init__(self) -> None:
+        if self.name == "local" and (self.spark_master or self.spark_conf):
+            raise UsageError("--spark-master and --spark-conf need --engine spark")
+
+
+def pass_spec(policy: Policy, groupings: Sequence[Grouping], models: Sequence[Predictor],
+              spurious: SpuriousCut | None, features: Sequence[str],
+              multiclass: MulticlassPlan | None) -> PassSpec:
+    """The columns to read, their types, the tables to count and the samples to keep."""
+    audit = policy.audit
+    teacher, student = models[0], models[1]
+    columns = [audit.label, *audit.sensitive, *(c for p in models for c in p.columns)]
+    if spurious is not None:
+        columns.append(spurious.attribute)
+    types: dict[str, pa.DataType] = {}
+    for p in models:
+        types.update(p.column_types())
+    sample = None
+    seed = policy.statistics.seed
+    if policy.individual is not None:
+        ind = policy.individual
+        wanted = list(features)
+        if ind.counterfactual is not None:
+            wanted = list(dict.fromkeys([*wanted, ind.counterfactual.column]))
+        columns += wanted
+        sample = SampleSpec(ind.sample_rows, seed, tuple(dict.fromkeys(
+            [*wanted, *teacher.columns, *student.columns])))
+    score_sample = None
+    if wants_scores(policy):
+        size = policy.scores.sample_rows if policy.scores is not None else DEFAULT_SCORE_SAMPLE
+        score_sample = SampleSpec(size, seed, tuple(audit.sensitive))
+    row_id = audit.row_id
+    if row_id is not None and (sample is not None or score_sample is not None):
+        columns.append(row_id)
+    columns = list(dict.fromkeys(columns))
+    identity: tuple[str, ...] = ()
+    if sample is not None or score_sample is not None:
+        identity = (row_id,) if row_id is not None else tuple(sorted(columns))
+    return PassSpec(
+        columns=tuple(columns), column_types=types, sensitive=tuple(audit.sensitive),
+        groupings=tuple(groupings) if multiclass is None else (),
+        label=LabelSpec(audit.label, audit.positive_label) if multiclass is None else None,
+        multiclass=multiclass, spurious=spurious if multiclass is None else None,
+        sample=sample, score_sample=score_sample, identity=identity,
+        max_groups=audit.max_groups)
+
+
+def wants_scores(policy: Policy) -> bool:
+    from fairgate.core.metrics import CATALOGUE
+
+    return policy.scores is not None or any(CATALOGUE[c.metric].scored for c in policy.checks)
+
+
+def count_pass(spec: PassSpec, data: str | Path, models: Sequence[Predictor | None],
+               policy: Policy, batch_rows: int, options: EngineOptions,
+               ) -> tuple[CountResult, dict[str, Any], dict[str, Any]]:
+    """Count with the chosen engine: the result, ``inputs.data`` and ``run.engine``."""
+    from fairgate.inputs.data_source import discover
+
+    roles = column_roles(policy.audit.label, policy.audit.sensitive,
+                         policy.audit.spurious.attribute if policy.audit.spurious else None)
+    if options.name == "spark":
+        from fairgate.engine.spark import count_spark
+
+        source = discover(data, remote_ok=True)
+        result, info, engine = count_spark(source, spec, models, batch_rows, roles,
+                                           tuple(policy.audit.sensitive), options)
+        return result, {**info, "rows": result.rows}, engine
+    from fairgate.engine.local import count_local
+
+    source = discover(data)
+    if source.kind == "table":
+        raise UsageError(f"--data {source.given}: catalog tables are read by Spark; add "
+                         "--engine spark")
+    audit = AuditSet(source, spec.columns, spec.column_types, batch_rows,
+                     text_columns=tuple(policy.audit.sensitive), roles=roles)
+    result, engine = count_local(audit, spec, models)
+    return result, {**source.describe(), "rows": result.rows}, engine
