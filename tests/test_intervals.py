@@ -182,6 +182,40 @@ def test_relative_interval_on_the_log_scale() -> None:
     assert 0.95 <= width_new / width_old <= 1.15
 
 
+
+def test_relative_interval_where_a_piece_is_0_for_the_other_model() -> None:
+    """Four groups of 40 rows, every rate 0 or 1 (a CSV folder test found it): a piece the
+    teacher may attain the max with is 0 for the student, so log s − log t does not exist.
+    No log(0) reaches the arithmetic (warnings are errors here), and the relative change is
+    bounded through the box of the change's and the teacher's intervals, not by the copies'
+    percentiles, which are all 0 here."""
+    cells = np.zeros((4, 2, 2, 2), dtype=np.int64)  # [group, y, ŷ_t, ŷ_s]
+    cells[0, 1, 1, 1] = 40  # both select everyone
+    cells[1, 0, 0, 0] = 40  # both select no one
+    cells[2, 0, 1, 0] = 40  # the teacher selects everyone, the student no one
+    cells[3, 1, 1, 1] = 40
+    counts = {G: GroupingCounts(G, (("a",), ("b",), ("c",), ("d",)), cells)}
+    key = MetricKey("demographic_parity_difference", G)
+    v = compute_values([key], counts, Settings(30, {}, 0.95, 1000, 1))[key]
+    old = compute_values([key], counts, Settings(30, {}, 0.95, 1000, 1, interval="percentile"))[key]
+    assert (v.teacher, v.student, v.relative) == (1.0, 1.0, 0.0)
+    assert old.relative_interval is not None and old.relative_interval.hi == 0.0  # point mass
+    d, t, r = v.delta_interval, v.teacher_interval, v.relative_interval
+    assert d is not None and t is not None and r is not None
+    assert 0 < t.lo <= t.hi <= 1 and d.lo < 0 < d.hi
+    by_hand = [d.lo / t.lo, d.lo / t.hi, d.hi / t.lo, d.hi / t.hi]
+    assert (r.lo, r.hi) == (min(by_hand), max(by_hand))
+    # every max/min-type metric on the same table: ratios of 0 (|log| infinite) among the
+    # pieces to screen, and no warning; each interval holds its point
+    keys = [MetricKey(n, G) for n in SHAPES if n in CATALOGUE and CATALOGUE[n].scope == "grouping"]
+    values = compute_values(keys, counts, Settings(30, {}, 0.95, 500, 1))
+    for k in keys:
+        for point, interval in ((values[k].teacher, values[k].teacher_interval),
+                                (values[k].delta, values[k].delta_interval)):
+            if interval is not None and math.isfinite(point):
+                assert interval.lo - 1e-12 <= point <= interval.hi + 1e-12, k.metric
+
+
 def _tied_groups(groups: int) -> dict[Grouping, GroupingCounts]:
     """``groups`` groups with the same joint cells (50 rows each): every gap is 0."""
     grouping = Grouping(("g",))

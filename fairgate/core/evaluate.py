@@ -446,11 +446,24 @@ def _uniform(plan: Plan, layout: Layout, bt: np.ndarray, bs: np.ndarray, x_t: np
         "student_interval": Interval(*res.student, share, res.se[1]),
         "delta_interval": Interval(*res.delta, share, res.se[2]),
     }
-    if res.relative is not None:
-        rel = value.get("relative_interval")
-        out["relative_interval"] = Interval(*res.relative, share,
-                                            rel.se if isinstance(rel, Interval) else np.nan)
+    rel = value.get("relative_interval")
+    relative = res.relative if res.relative is not None else _relative_box(res.delta, res.teacher)
+    out["relative_interval"] = Interval(*relative, share,
+                                        rel.se if isinstance(rel, Interval) else np.nan)
     return out
+
+
+def _relative_box(delta: tuple[float, float], teacher: tuple[float, float]) -> tuple[float, float]:
+    """The relative change Δ/|t| over the box of the change's and the teacher's intervals,
+    where the log-scale construction does not apply (pieces of either sign or at 0): valid
+    with the two (each at the policy's level), where the percentile interval of the ratio
+    is not at ties. Unbounded when the teacher's interval reaches 0."""
+    (d_lo, d_hi), (t_lo, t_hi) = delta, teacher
+    if t_lo <= 0.0 <= t_hi:
+        return -np.inf if d_lo < 0 else 0.0, np.inf if d_hi > 0 else 0.0
+    a = sorted((abs(t_lo), abs(t_hi)))
+    corners = [d / t for d in (d_lo, d_hi) for t in a]
+    return min(corners), max(corners)
 
 
 def _plans(items: list[tuple[MetricKey, Metric, Context, dict[str, object]]], cells: np.ndarray,

@@ -561,12 +561,19 @@ class Plan:
         if select:
             crit_p = _criterion(crit_p, self.shape.by)
             p = point[idx]
-            scale = np.sign(p) if self.shape.by == "abs" else np.sign(np.log(p)) / p
+            with np.errstate(divide="ignore", invalid="ignore"):  # a ratio of 0: log(0)
+                scale = np.sign(p) if self.shape.by == "abs" else np.sign(np.log(p)) / p
+        # a piece whose criterion or slope is not finite at the point (a ratio of 0, whose
+        # |log| is infinite) has no normal approximation: it neither eliminates a piece nor
+        # is eliminated, which keeps it plausible (the conservative side)
+        testable = np.isfinite(crit_p) & np.isfinite(scale)
         # challengers: the ELIMINATORS pieces with the largest point values (a piece that
         # beats k beats it by the most when it is among the largest); each compared with all
-        top = np.argsort(-np.where(np.isnan(crit_p), -np.inf, crit_p), kind="stable")[:ELIMINATORS]
+        order = np.argsort(-np.where(testable, crit_p, -np.inf), kind="stable")
+        top = order[testable[order]][:ELIMINATORS]
         j, i = np.repeat(top, k), np.tile(np.arange(k), top.size)
-        j, i = j[j != i], i[j != i]
+        keep = (j != i) & testable[i]
+        j, i = j[keep], i[keep]
         cols = np.concatenate([self.grad[m][0][idx[j]], self.grad[m][0][idx[i]]], axis=1)
         a = np.concatenate([scale[j, None] * self.grad[m][1][idx[j]],
                             -scale[i, None] * self.grad[m][1][idx[i]]], axis=1)
@@ -650,7 +657,8 @@ class Plan:
         picked piece of either sign): then the percentile interval stays."""
         if self.kind != "max":
             return None
-        both = np.concatenate([points[m][keep[m]] for m in range(2)])
+        used = np.union1d(keep[0], keep[1])  # _change pairs pieces across the models
+        both = np.concatenate([points[m][used] for m in range(2)])
         if not np.isfinite(both).all():
             return None
         if (both > 0).all():
@@ -659,10 +667,10 @@ class Plan:
             flip = -1.0  # f = −log(−p), increasing in p
         else:
             return None
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # pieces outside used are unread
             logs = [flip * np.log(flip * b) for b in boots]
             lpts = [flip * np.log(flip * p) for p in points]
-        weights = [1.0 / np.abs(p) for p in points]
+            weights = [1.0 / np.abs(p) for p in points]
         lo, hi = self._change(keep, logs, lpts, weights)
         with np.errstate(over="ignore"):
             if flip < 0:  # metric = min ratio: relative = exp(−Δf) − 1
