@@ -355,12 +355,7 @@ def _column(batch: pa.RecordBatch, name: str, role: str, offset: int, nan_ok: bo
 
 def _numeric(batch: pa.RecordBatch, name: str, role: str, offset: int, nan_ok: bool,
              typ: str = "tensor(float)") -> np.ndarray:
-    col = batch.column(name)
-    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)
-            or pa.types.is_boolean(col.type)):
-        raise DataError(f"feature column {name!r} has type {col.type}; the {role} model needs numbers")
-    if col.null_count and not nan_ok:
-        _missing(col, name, offset, typ)
+    col = _column(batch, name, role, offset, nan_ok, typ)
     arr = col.to_numpy(zero_copy_only=False)  # nulls become NaN
     if arr.dtype.kind == "f" and not nan_ok:
         nan = np.isnan(arr)
