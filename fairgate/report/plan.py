@@ -25,7 +25,7 @@ def render_plan(result: PlanResult) -> str:
     head = [f"fairgate plan · {result.audit_rows:,} rows · rule: {result.rule} · student: "
             f"{safe.terminal(result.source, 300)}", ""]
     table = [["check", "grouping", "bound", "se now", f"detects ({POWER:.0%})", "rows needed",
-              "smallest gated group: now → needed", ""]]
+              "smallest gated group: now → needed", "verdict"]]
     for r in result.rows:
         if math.isnan(r.factor):
             table.append([safe.terminal(r.check), safe.terminal(_where(r)),
