@@ -150,6 +150,30 @@ def test_spark_remote_and_spark_reading_over_connect(server, run_cli, policy, tm
     assert engine["partials"] < engine["partitions"] / 16  # ... merged before the driver
 
 
+def test_compare_over_connect(server, run_cli, tmp_path) -> None:
+    """``fairgate compare`` over Connect: compare.json and .md, and each candidate's report,
+    as the local engine writes them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    table = adult()
+    for i in range(3):
+        pq.write_table(table.slice(i * 5020, 5020), data / f"part-{i}.parquet")
+    args = ["--policy", EXAMPLE / "policy.yaml", "--data", data, "--teacher", TEACHER,
+            "--candidate", STUDENT, "--candidate", EXAMPLE / "student_pruned.onnx",
+            "--no-mlflow"]
+    local = run_cli("compare", *args, "--out", tmp_path / "local")
+    remote = run_cli("compare", *args, "--out", tmp_path / "connect", "--engine", "spark",
+                     "--spark-master", server)
+    assert local.exit_code == remote.exit_code, remote.stderr
+    assert remote.stderr == ""
+    for name in ("compare.json", "compare.md"):
+        assert ((tmp_path / "connect" / name).read_bytes()
+                == (tmp_path / "local" / name).read_bytes())
+    for cand in ("student_distilled_T4", "student_pruned"):
+        assert without_run(tmp_path / "connect" / cand) == without_run(tmp_path / "local" / cand)
+        assert engine_of(tmp_path / "connect" / cand)["remote"] == server
+
+
 def _seven_files(table: pa.Table, folder: Path, label: str | None) -> Path:
     """Seven files; row 1234 of the sixth has label ``label``."""
     folder.mkdir()
