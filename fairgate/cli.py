@@ -92,7 +92,8 @@ def _engine_options(fn: F) -> F:
                      "process, or Apache Spark (pip install 'fairgate[spark]'); the reports "
                      "are the same."),
         click.option("--spark-master", metavar="URL", help="Spark master (local[4], "
-                     "spark://host:7077, yarn, k8s://..., sc://host for Spark Connect); "
+                     "spark://host:7077, yarn, k8s://..., sc://host:15002 for Spark Connect, "
+                     "as SPARK_REMOTE: pip install 'fairgate[spark-connect]'); "
                      "default: the running session's, or spark-submit's."),
         click.option("--spark-conf", "spark_conf", multiple=True, metavar="KEY=VALUE",
                      callback=_spark_conf, help="A Spark setting (repeatable)."),

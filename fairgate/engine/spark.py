@@ -19,6 +19,12 @@ and row); a Spark failure (a task that keeps dying, a path Spark cannot read) be
 line naming what failed and where Spark's log is. When fairgate starts the JVM, the JVM's
 own output (log4j, stage progress, Java stack traces, Python workers' stderr) goes to that
 log file (``<out>/spark.log``), never to the terminal.
+
+Over Spark Connect (``sc://`` masters, ``SPARK_REMOTE``, a notebook already in Connect
+mode) fairgate is a client without a SparkContext or JVM, so the pass uses DataFrame APIs
+only (``range``, ``mapInArrow``, ``_metadata``, ``spark_partition_id``, ``conf``): the
+parallelism a split plan needs and the merge stage over partitions a client cannot count
+are asked of Spark through small queries, and the executors still run the same tasks.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ import math
 import os
 import pickle
 import re
+import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -76,6 +83,8 @@ if TYPE_CHECKING:  # not on the executors: Spark's workers import this module
 FILE, ROW, BLOCK = "__fairgate_file", "__fairgate_row", "__fairgate_block"
 FAN_IN = 32  # partials merged by one task of the executors' merge stage
 INSTALL = "pip install 'fairgate[spark]'"
+CONNECT_INSTALL = "pip install 'fairgate[spark-connect]'"
+CONNECT_TIMEOUT = 10  # seconds to reach a Spark Connect server
 # test hook: crash-once | crash-always (the worker of partition 0 dies) | bad-teacher (every
 # executor is handed bytes that onnxruntime cannot load as the teacher)
 FAULT_CONF = "spark.fairgate.test.fault"
@@ -93,13 +102,24 @@ _started_log: Path | None = None  # the file the JVM fairgate started writes to
 # ----------------------------------------------------------------------------- the session
 
 
-def spark_session(options: EngineOptions) -> tuple[Any, Path | None, list[tuple[str, Any]]]:
-    """The session, the log file its JVM writes to (None if fairgate did not start it), and
-    the settings changed on a running session (to be restored after the pass).
+class Session(NamedTuple):
+    """A Spark session for one pass, and how to leave it as it was found."""
+
+    spark: Any
+    log: Path | None  # the file the JVM writes to (None if fairgate did not start it)
+    restore: list[tuple[str, Any]]  # settings changed on a running session, to restore
+    close: Callable[[], None] | None = None  # ends a session fairgate opened for this pass
+    remote: str | None = None  # Spark Connect: the server, sc://host:port (no token)
+
+
+def spark_session(options: EngineOptions) -> Session:
+    """The session for a pass.
 
     ``SparkSession.builder.getOrCreate()``: under ``spark-submit``, in a Databricks job or a
-    notebook the running session is used; otherwise fairgate starts one (``--spark-master``,
-    default ``local[*]``). ``sc://`` masters and ``SPARK_REMOTE`` use Spark Connect.
+    notebook the running session is used (a classic one, or a Spark Connect one as in
+    serverless notebooks); otherwise fairgate starts one (``--spark-master``, default
+    ``local[*]``). An ``sc://`` master or ``SPARK_REMOTE`` connects to that Spark Connect
+    server with a session of fairgate's own, closed after the pass.
     """
     global _started_log
     try:
@@ -108,10 +128,14 @@ def spark_session(options: EngineOptions) -> tuple[Any, Path | None, list[tuple[
         raise UsageError(f"--engine spark needs pyspark, which is not installed here: {INSTALL} "
                          "(it needs Java 17 too)") from None
     master = options.spark_master
-    remote = master if master and master.startswith("sc://") else (
-        os.environ.get("SPARK_REMOTE") if master is None else None)
+    remote = _remote(master)
     if remote:
-        return _connect(SparkSession, remote, options), None, []
+        return _connect(remote, options)
+    if master is None and _connect_mode():  # a notebook's Spark Connect session
+        spark = SparkSession.getActiveSession()
+        if spark is not None:
+            return Session(spark, None, _set_confs(spark, options.spark_conf), None,
+                           _remote_of(spark))
     from pyspark import SparkContext
 
     if SparkContext._active_spark_context is not None:  # a notebook, a job, an earlier run
@@ -120,7 +144,7 @@ def spark_session(options: EngineOptions) -> tuple[Any, Path | None, list[tuple[
         if master is not None and master != running:
             raise UsageError(f"--spark-master {master}: a Spark session is already running "
                              f"with master {running}; leave --spark-master out to use it")
-        return spark, _started_log, _set_confs(spark, options.spark_conf)
+        return Session(spark, _started_log, _set_confs(spark, options.spark_conf))
     builder = SparkSession.builder.appName("fairgate").config("spark.ui.showConsoleProgress",
                                                                "false")
     if master is not None:
@@ -137,13 +161,107 @@ def spark_session(options: EngineOptions) -> tuple[Any, Path | None, list[tuple[
         # infers): the quick JIT tier and one GC thread start it in about half the time
         builder = builder.config("spark.driver.extraJavaOptions", LOCAL_JVM_OPTIONS)
     if SparkContext._gateway is not None:  # a stopped session's JVM: its output stays put
-        return _get_or_create(builder, _started_log), _started_log, []
+        return Session(_get_or_create(builder, _started_log), _started_log, [])
     log = None if submitted else options.spark_log
     spark = _start(builder, log)
     if log is not None:
         _started_log = log
         spark.sparkContext.setLogLevel("WARN")
-    return spark, log, []
+    return Session(spark, log, [])
+
+
+def _remote(master: str | None) -> str | None:
+    """The Spark Connect server asked for: an ``sc://`` ``--spark-master``, else
+    ``SPARK_REMOTE`` (which pyspark itself would follow, whatever the master says)."""
+    env = os.environ.get("SPARK_REMOTE") or None
+    if master is not None and master.startswith("sc://"):
+        return master
+    if env is not None and not env.startswith("sc://"):
+        raise UsageError(f"SPARK_REMOTE={env}: fairgate connects to a Spark Connect server by "
+                         "its URL, sc://host:port; to start a local Spark, unset SPARK_REMOTE "
+                         "and give --spark-master local[N]")
+    if master is not None and env is not None:
+        raise UsageError(f"--spark-master {master} and SPARK_REMOTE={public_url(env)}: pyspark "
+                         "would connect to SPARK_REMOTE's Spark Connect server; unset "
+                         "SPARK_REMOTE to use --spark-master")
+    return env if master is None else None
+
+
+def _connect_mode() -> bool:
+    """Whether this process's pyspark is in Spark Connect mode (a Connect session is running,
+    or the package is the Connect-only client)."""
+    if os.environ.get("SPARK_CONNECT_MODE_ENABLED"):
+        return True
+    try:
+        from pyspark.util import is_remote_only
+    except ImportError:  # Spark 3.5
+        return False
+    return bool(is_remote_only())
+
+
+def public_url(url: str) -> str:
+    """A Spark Connect URL without its parameters (``/;token=...;user_id=...``): what
+    reports and messages show."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.split(';')[0]}"
+
+
+def _remote_of(spark: Any) -> str | None:
+    """The server a running Spark Connect session talks to, ``sc://host:port``."""
+    builder = getattr(getattr(spark, "client", None), "_builder", None)
+    url = getattr(builder, "url", None)
+    if url is None or url.hostname is None:
+        return None
+    return f"sc://{url.hostname}:{url.port or 15002}"
+
+
+def _connect(remote: str, options: EngineOptions) -> Session:
+    """A session of fairgate's own on the Spark Connect server ``remote``, closed after the
+    pass (the server keeps running; pyspark's Connect mode is left as it was found)."""
+    shown = public_url(remote)
+    try:
+        import pyspark.sql.connect.session  # noqa: F401 - the client: grpcio, protobuf, zstandard
+    except ImportError as e:
+        raise UsageError(f"Spark Connect ({shown}) needs pyspark's Connect client, which is "
+                         f"not installed here: {CONNECT_INSTALL} ({_first(e)})") from None
+    try:
+        parts = urlsplit("http" + remote[2:])
+        host, port = parts.hostname, parts.port or 15002
+    except ValueError as e:
+        raise UsageError(f"{shown}: not a Spark Connect URL, sc://host:port ({e})") from None
+    if not host:
+        raise UsageError(f"{shown}: not a Spark Connect URL, sc://host:port (no host)")
+    try:  # a server that is not there: gRPC would retry for minutes
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        raise UsageError(f"Spark Connect ({shown}): cannot reach {host}:{port} "
+                         f"({e.strerror or e}); is the Spark Connect server running?") from None
+    from pyspark.sql import SparkSession
+
+    mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+    spark: Any = None
+
+    def close() -> None:
+        if spark is not None:
+            with contextlib.suppress(Exception):
+                spark.stop()
+        if mode is None:  # set by pyspark for the session; a classic session may follow
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
+        else:
+            os.environ["SPARK_CONNECT_MODE_ENABLED"] = mode
+
+    try:
+        spark = SparkSession.builder.remote(remote).create()
+        spark.version  # noqa: B018 - the first call: does the server answer (and accept us)?
+    except Exception as e:
+        close()
+        raise UsageError(f"Spark Connect ({shown}): cannot connect ({_first(e)})") from None
+    try:
+        _set_confs(spark, options.spark_conf, where="on the Spark Connect server")
+    except UsageError:
+        close()
+        raise
+    return Session(spark, None, [], close, f"sc://{host}:{port}")
 
 
 def _start(builder: Any, log: Path | None) -> Any:
@@ -178,20 +296,8 @@ def _get_or_create(builder: Any, log: Path | None = None) -> Any:
                          f"(`java -version`, JAVA_HOME){where}") from None
 
 
-def _connect(session_cls: Any, remote: str, options: EngineOptions) -> Any:
-    builder = session_cls.builder.remote(remote)
-    for key, value in options.spark_conf:
-        builder = builder.config(key, value)
-    try:
-        return builder.getOrCreate()
-    except ImportError as e:
-        raise UsageError(f"Spark Connect ({remote}) needs pyspark's connect extra: pip install "
-                         f"'pyspark[connect]' ({_first(e)})") from None
-    except Exception as e:
-        raise UsageError(f"Spark Connect ({remote}): cannot connect ({_first(e)})") from None
-
-
-def _set_confs(spark: Any, confs: Iterable[tuple[str, str]]) -> list[tuple[str, Any]]:
+def _set_confs(spark: Any, confs: Iterable[tuple[str, str]],
+               where: str = "when the session starts") -> list[tuple[str, Any]]:
     """Set runtime settings on a running session; the previous values, to restore."""
     previous = []
     for key, value in confs:
@@ -202,7 +308,7 @@ def _set_confs(spark: Any, confs: Iterable[tuple[str, str]]) -> list[tuple[str, 
             spark.conf.set(key, value)
         except Exception as e:
             raise UsageError(f"--spark-conf {key}: cannot be changed in the running Spark "
-                             f"session ({_first(e)}); set it when the session starts") from None
+                             f"session ({_first(e)}); set it {where}") from None
         previous.append((key, old))
     return previous
 
@@ -515,7 +621,12 @@ def _bytes(text: str) -> int:
 def _parallelism(spark: Any) -> int:
     if not _is_connect(spark):
         return int(spark.sparkContext.defaultParallelism)
-    return int(spark.conf.get("spark.default.parallelism", None) or 8)
+    # Spark Connect has no SparkContext: a range of unstated partitions is cut into the
+    # parallelism file scans plan with (the leaf nodes' default parallelism)
+    from pyspark.sql import functions as F
+
+    ids = spark.range(0, 1 << 16).select(F.spark_partition_id().alias("id"))
+    return int(ids.agg(F.max("id")).collect()[0][0]) + 1
 
 
 class _ReadTask:
@@ -647,8 +758,9 @@ class _MergeTask:
     """The executors' merge stage: many partials in, one out."""
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield _row(merge(pickle.loads(b) for batch in batches
-                         for b in batch.column(0).to_pylist()))
+        blobs = [b for batch in batches for b in batch.column(0).to_pylist()]
+        if blobs:  # a shuffle's empty partition sends nothing
+            yield _row(merge(pickle.loads(b) for b in blobs))
 
 
 @dataclass
@@ -823,10 +935,12 @@ def count_spark(source: DataSource, spec: PassSpec, models: Sequence[Predictor |
     """Count on Spark: the result, ``inputs.data`` (as the local engine gives it for the same
     files) and ``run.engine``."""
     started = time.perf_counter()
-    spark, log, restore = spark_session(options)
+    spark, log, restore, close, remote = spark_session(options)
     ready = time.perf_counter()
+    where = (f"; Spark's log: {log}" if log is not None
+             else "; Spark's log is the Spark Connect server's" if remote else "")
     try:
-        with _spark_errors(source.given, log):
+        with _spark_errors(source.given, where):
             restore += _set_confs(spark, [("spark.sql.execution.arrow.maxRecordsPerBatch",
                                            str(batch_rows))])
             fault = spark.conf.get(FAULT_CONF, None)
@@ -851,18 +965,29 @@ def count_spark(source: DataSource, spec: PassSpec, models: Sequence[Predictor |
                 task = _CountTask(spec, models, reading, batch_rows, source.given, fault)
                 partials = reading.df.mapInArrow(task, "partial binary")
                 partitions = None if _is_connect(spark) else reading.df.rdd.getNumPartitions()
-            if partitions is not None and partitions > FAN_IN:
+            if partitions is None:
+                # Spark Connect cannot tell a DataFrame's partitions before it runs (there is
+                # no RDD): partials are merged FAN_IN partitions at a time, by partition id
+                from pyspark.sql import functions as F
+
+                fold = F.floor(F.spark_partition_id() / FAN_IN).alias("fold")
+                partials = (partials.select(fold, "partial").repartition("fold")
+                            .select("partial").mapInArrow(_MergeTask(), "partial binary"))
+            elif partitions > FAN_IN:
                 partials = partials.repartition(math.ceil(partitions / FAN_IN)).mapInArrow(
                     _MergeTask(), "partial binary")
             collected = [bytes(r[0]) for r in partials.collect()]
             merged = merge(pickle.loads(b) for b in collected)
-            engine = _engine_info(spark, merged.tasks if partitions is None else partitions, log)
+            engine = _engine_info(spark, merged.tasks if partitions is None else partitions, log,
+                                  remote)
             engine.update(reader=reader, partials=len(collected),
                           partial_bytes=sum(len(b) for b in collected),
                           session_seconds=ready - started,
                           pass_seconds=time.perf_counter() - ready)
     finally:
         _restore(spark, restore)
+        if close is not None:
+            close()
     present = {role: m for role, m in zip(("teacher", "student", "reference student"), models,
                                           strict=True) if m is not None}
     if merged.error is None:
@@ -871,10 +996,13 @@ def count_spark(source: DataSource, spec: PassSpec, models: Sequence[Predictor |
     return result, described, engine
 
 
-def _engine_info(spark: Any, partitions: int, log: Path | None) -> dict[str, Any]:
+def _engine_info(spark: Any, partitions: int, log: Path | None,
+                 remote: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"name": "spark", "spark_version": spark.version}
-    if _is_connect(spark):
-        out.update({"master": spark.conf.get("spark.master", None), "connect": True})
+    if _is_connect(spark):  # the server's master; its executors are not known to a client
+        master = spark.conf.get("spark.master", None)
+        out.update(master=master, connect=True, remote=remote,
+                   executors=1 if master and master.startswith("local") else None)
     else:
         sc = spark.sparkContext
         out["master"] = sc.master
@@ -888,20 +1016,19 @@ def _engine_info(spark: Any, partitions: int, log: Path | None) -> dict[str, Any
 
 
 @contextlib.contextmanager
-def _spark_errors(given: str, log: Path | None) -> Iterator[None]:
-    """Spark's exceptions as fairgate's: one line, the exit code, where the log is."""
+def _spark_errors(given: str, where: str) -> Iterator[None]:
+    """Spark's exceptions as fairgate's: one line, the exit code, ``where`` the log is."""
     try:
         yield
     except FairgateError:
         raise
     except Exception as e:
-        raise _translate(e, given, log) from None
+        raise _translate(e, given, where) from None
 
 
-def _translate(e: BaseException, given: str, log: Path | None) -> FairgateError:
+def _translate(e: BaseException, given: str, where: str) -> FairgateError:
     text = str(e)
     name = type(e).__name__
-    where = f"; Spark's log: {log}" if log is not None else ""
     if "No module named 'fairgate'" in text:
         return UsageError("the Spark executors cannot import fairgate: install the same "
                           "fairgate on every node (or ship it with --py-files)" + where)

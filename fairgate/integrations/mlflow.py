@@ -354,12 +354,12 @@ def ci_tags(env: Mapping[str, str]) -> dict[str, str]:
 
 def engine_tags(data: Mapping[str, Any], engine: Mapping[str, Any]) -> dict[str, str]:
     """The data's identity (listing fingerprint, or table and version) and the engine that
-    counted it: Spark's version, master, partitions and executors."""
+    counted it: Spark's version, master, Spark Connect server, partitions and executors."""
     tags = {}
     for key in ("fingerprint", "table", "version", "files"):
         if data.get(key) is not None:
             tags[f"fairgate.data.{key}"] = str(data[key])
-    for key in ("name", "spark_version", "master", "partitions", "executors"):
+    for key in ("name", "spark_version", "master", "remote", "partitions", "executors"):
         if engine.get(key) is not None:
             tags["fairgate.engine" if key == "name" else f"fairgate.engine.{key}"] = str(engine[key])
     return tags

@@ -36,7 +36,7 @@ def spark(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     master = getattr(request.module, "SPARK_MASTER", "local[2]")
     folder = tmp_path_factory.mktemp("spark")
     settings = (*SETTINGS, ("spark.sql.warehouse.dir", str(folder / "warehouse")))
-    session, _, _ = spark_session(EngineOptions("spark", master, settings, folder / "spark.log"))
+    session = spark_session(EngineOptions("spark", master, settings, folder / "spark.log")).spark
     assert session.sparkContext.master == master
     yield session
     session.stop()
