@@ -329,7 +329,7 @@ def _compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str
              teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
              parent_run: str | None, seed: int | None, batch_size: int, options: Any,
              logger: Any) -> None:
-    from fairgate.compare import CompareRequest, render_terminal, run_compare, write_comparison
+    from fairgate.comparison import CompareRequest, render_terminal, run_compare, write_comparison
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir
 
