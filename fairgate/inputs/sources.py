@@ -274,10 +274,12 @@ class ModelFiles:
 
 @contextlib.contextmanager
 def _http(timeout: float) -> Iterator[None]:
-    """mlflow's HTTP client bounded while fairgate reads from it (one retry, no Retry-After)."""
+    """mlflow's HTTP client bounded while fairgate reads from it (one retry, no Retry-After),
+    and its download progress bar off: fairgate's stderr carries its own messages only."""
     from fairgate.integrations.mlflow_worker import http_settings
 
-    settings = http_settings(timeout, os.environ, per_request=timeout)
+    settings = {**http_settings(timeout, os.environ, per_request=timeout),
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:
