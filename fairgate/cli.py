@@ -217,9 +217,8 @@ def _check(policy: Path, data: str, teacher: str | None, student: str | None,
            seed: int | None, batch_size: int, color: bool | None, options: Any,
            logger: Any) -> None:
     from fairgate.policy import load_policy
-    from fairgate.report import prepare_out_dir, write_reports
     from fairgate.report.terminal import TerminalReporter
-    from fairgate.run import GateRequest, evaluate_policy
+    from fairgate.run import GateRequest, gate_and_write
 
     request = GateRequest(policy=policy, data=data, teacher=teacher, student=student,
                           teacher_scores=teacher_scores, student_scores=student_scores,
@@ -229,9 +228,7 @@ def _check(policy: Path, data: str, teacher: str | None, student: str | None,
     loaded = load_policy(policy)
     if logger is not None:  # a malformed tracking URI is a usage error before any work is done
         logger.configure(loaded, parent_run)
-    prepare_out_dir(out)  # a verdict that cannot be written is lost: fail before any work
-    report = evaluate_policy(loaded, request)
-    write_reports(report, out, formats)
+    report = gate_and_write(loaded, request, out)  # the Python API's fairgate.check too
     if os.environ.get("GITHUB_ACTIONS") == "true":
         from fairgate.integrations.github import publish
 
@@ -329,7 +326,7 @@ def _compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str
              teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
              parent_run: str | None, seed: int | None, batch_size: int, options: Any,
              logger: Any) -> None:
-    from fairgate.compare import CompareRequest, render_terminal, run_compare, write_comparison
+    from fairgate.comparison import CompareRequest, render_terminal, run_compare, write_comparison
     from fairgate.policy import load_policy
     from fairgate.report import prepare_out_dir
 

@@ -43,20 +43,23 @@ from fairgate.engine.batch import CountResult, MulticlassPlan, SpuriousCut
 from fairgate.engine.run import EngineOptions, count_pass, pass_spec, wants_scores
 from fairgate.errors import ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
+from fairgate.inputs.memory import InMemoryTable
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
 from fairgate.inputs.sources import ModelFiles, ModelSource, model_source, sha256_file
 from fairgate.policy import Check, LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
 
-#: A model as given: a path, text (a path or an MLflow URI, see inputs/sources.py), or parsed.
-ModelRef = Path | str | ModelSource
+#: A model as given: a path, text (a path or an MLflow URI, see inputs/sources.py), parsed,
+#: or the bytes of an ONNX file (the Python API).
+ModelRef = Path | str | ModelSource | bytes
 
 
 @dataclass(frozen=True)
 class GateRequest:
     policy: Path
-    data: Path | str  # a file, a directory or glob of files, a URI, or table:catalog.db.name
+    # a file, a directory or glob of files, a URI, table:catalog.db.name, or in memory (API)
+    data: Path | str | InMemoryTable
     teacher: ModelRef | None = None
     student: ModelRef | None = None
     teacher_scores: str | None = None
@@ -129,7 +132,8 @@ def _predictors(req: GateRequest, policy: Policy, files: ModelFiles,
             return ColumnPredictor(role, column, s.threshold, multi, classes, classes_from)
         if given is None:
             return None
-        local = files.local(model_source(given, f"--{option}"), role)
+        local = (files.from_bytes(given, role) if isinstance(given, bytes)
+                 else files.local(model_source(given, f"--{option}"), role))
         read = ReadSettings(output=s.output, output_name=s.output_name, threshold=s.threshold,
                             positive_label=policy.audit.positive_label,
                             positive_class=s.positive_class, positive_column=s.positive_column,
@@ -497,6 +501,20 @@ def batch_warnings(inputs: dict[str, Any], batch_rows: int) -> tuple[str, ...]:
                        "each CSV or ORC file from its first row); another --batch-size or row "
                        "order gives other decisions")
     return tuple(out)
+
+
+def gate_and_write(loaded: LoadedPolicy, req: GateRequest, out: Path | None) -> GateReport:
+    """The gate as ``fairgate check`` and :func:`fairgate.check` run it: ``out`` checked before
+    any work (a verdict that cannot be written is lost), the gate, then its reports in
+    ``req.formats``; with ``out`` None nothing is written."""
+    from fairgate.report import prepare_out_dir, write_reports
+
+    if out is not None:
+        prepare_out_dir(out)
+    report = evaluate_policy(loaded, req)
+    if out is not None:
+        write_reports(report, out, req.formats)
+    return report
 
 
 def run_gate(req: GateRequest, files: ModelFiles | None = None) -> GateReport:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fairgate.compare import (
+from fairgate.comparison import (
     Scored,
     candidate_names,
     dominates,

@@ -21,6 +21,7 @@ from fairgate.core.counts import Grouping
 from fairgate.engine.batch import CountResult, MulticlassPlan, PassSpec, SampleSpec, SpuriousCut
 from fairgate.errors import UsageError
 from fairgate.inputs.audit import AuditSet, LabelSpec, column_roles
+from fairgate.inputs.memory import InMemoryTable
 from fairgate.inputs.model import Predictor
 from fairgate.policy import Policy
 
@@ -91,7 +92,7 @@ def wants_scores(policy: Policy) -> bool:
     return policy.scores is not None or any(CATALOGUE[c.metric].scored for c in policy.checks)
 
 
-def count_pass(spec: PassSpec, data: str | Path, models: Sequence[Predictor | None],
+def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequence[Predictor | None],
                policy: Policy, batch_rows: int, options: EngineOptions,
                ) -> tuple[CountResult, dict[str, Any], dict[str, Any]]:
     """Count with the chosen engine: the result, ``inputs.data`` and ``run.engine``."""
@@ -99,6 +100,15 @@ def count_pass(spec: PassSpec, data: str | Path, models: Sequence[Predictor | No
 
     roles = column_roles(policy.audit.label, policy.audit.sensitive,
                          policy.audit.spurious.attribute if policy.audit.spurious else None)
+    if isinstance(data, InMemoryTable):  # the Python API: a DataFrame or an Arrow table
+        from fairgate.engine.local import count_local
+        from fairgate.inputs.memory import require_local, table_audit_set
+
+        if options.name == "spark":
+            require_local(data)
+        memory = table_audit_set(data, spec.columns, spec.column_types, batch_rows, roles)
+        result, engine = count_local(memory, spec, models)
+        return result, {**data.describe(), "rows": result.rows}, engine
     if options.name == "spark":
         from fairgate.engine.spark import count_spark
 

@@ -172,9 +172,13 @@ class LocalModel:
     path: Path
     source: ModelSource
     provenance: dict[str, Any] | None = None
+    in_memory: bool = False  # given as bytes (the Python API), held in a private file
 
     def describe(self) -> dict[str, Any]:
         """What report.json's ``inputs.<model>`` adds to the predictor's own description."""
+        if self.in_memory:
+            return {"path": self.source.given, "given_as": "bytes",
+                    "sha256": sha256_file(self.path)}
         if self.provenance is None:
             return {"sha256": sha256_file(self.path)}
         files = {f["path"]: f["sha256"] for f in self.provenance["files"]}
@@ -221,6 +225,17 @@ class ModelFiles:
             shutil.rmtree(folder, ignore_errors=True)
         self._folders.clear()
         self._resolved.clear()
+
+    def from_bytes(self, data: bytes, role: str) -> LocalModel:
+        """A model given as the bytes of an ONNX file (the Python API): written to a private
+        folder removed by :meth:`close`, since its graph is read and its session made from a
+        file like any other model's; report.json records its sha256."""
+        folder = Path(tempfile.mkdtemp(prefix="fairgate-model-"))
+        self._folders.append(folder)
+        path = folder / f"{role.replace(' ', '_')}.onnx"
+        path.write_bytes(data)
+        return LocalModel(path, ModelSource(f"in-memory {role} model ({len(data):,} bytes)", "file",
+                                            path=path), in_memory=True)
 
     def local(self, source: ModelSource, role: str) -> LocalModel:
         if not source.is_uri:
@@ -274,10 +289,12 @@ class ModelFiles:
 
 @contextlib.contextmanager
 def _http(timeout: float) -> Iterator[None]:
-    """mlflow's HTTP client bounded while fairgate reads from it (one retry, no Retry-After)."""
+    """mlflow's HTTP client bounded while fairgate reads from it (one retry, no Retry-After),
+    and its download progress bar off: fairgate's stderr carries its own messages only."""
     from fairgate.integrations.mlflow_worker import http_settings
 
-    settings = http_settings(timeout, os.environ, per_request=timeout)
+    settings = {**http_settings(timeout, os.environ, per_request=timeout),
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:

@@ -68,7 +68,7 @@ from fairgate.report.safe import mlflow_key_part as key_part
 from fairgate.report.terminal import model_reading, model_readings
 
 if TYPE_CHECKING:
-    from fairgate.compare import Comparison
+    from fairgate.comparison import Comparison
 
 # MLflow's per-request limits (mlflow.utils.validation), kept here so no import is needed.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS, MAX_ENTITIES = 1000, 100, 100, 1000
@@ -904,7 +904,7 @@ def compare_run_name(result: Comparison) -> str:
 
 
 def compare_note(result: Comparison) -> str:
-    from fairgate.compare import render_markdown
+    from fairgate.comparison import render_markdown
 
     return render_markdown(result)
 

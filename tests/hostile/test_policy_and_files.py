@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fairgate.compare
+import fairgate.comparison
 import fairgate.run
 from fairgate.cli import main
 from fairgate.errors import PolicyError
@@ -345,7 +345,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the gate ran")
 
     monkeypatch.setattr(fairgate.run, "evaluate_policy", boom)
-    monkeypatch.setattr(fairgate.compare, "run_compare", boom)
+    monkeypatch.setattr(fairgate.comparison, "run_compare", boom)
 
 
 def assert_usage_error(r, message: str) -> None:
@@ -381,7 +381,7 @@ def test_compare_candidate_folder_blocked_by_a_file(synthetic: Path, write_polic
     out = tmp_path / "out"
     out.mkdir()
     (out / "s").write_text("not a folder")
-    monkeypatch.setattr(fairgate.compare, "run_gate", lambda *a: pytest.fail("gated"))
+    monkeypatch.setattr(fairgate.comparison, "run_gate", lambda *a: pytest.fail("gated"))
     r = run_cli("compare", "--policy", write_policy(SYNTHETIC_POLICY), "--data", synthetic,
                 "--teacher-scores", "t", "--candidate-scores", "s", "--no-mlflow", "--out", out)
     assert_usage_error(r, f"--out {out / 's'}: exists and is not a directory; give a directory for "

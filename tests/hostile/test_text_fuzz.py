@@ -16,9 +16,9 @@ import pandas as pd
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fairgate.compare import CompareRequest, run_compare
-from fairgate.compare import render_markdown as compare_markdown
-from fairgate.compare import render_terminal as compare_terminal
+from fairgate.comparison import CompareRequest, run_compare
+from fairgate.comparison import render_markdown as compare_markdown
+from fairgate.comparison import render_terminal as compare_terminal
 from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, InternalError
 from fairgate.integrations.github import build_annotations, format_outputs, outputs

@@ -39,6 +39,7 @@ from fairgate.engine.run import EngineOptions
 from fairgate.errors import FairgateError, ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.inputs.files import require_regular_file
+from fairgate.inputs.memory import InMemoryTable
 from fairgate.inputs.sources import ModelFiles, ModelSource, model_label, model_source, source_label
 from fairgate.policy import load_policy
 from fairgate.report import prepare_out_dir, safe, write_atomic, write_reports
@@ -209,9 +210,9 @@ def objective_values(report: GateReport, role: Role = "student") -> tuple[Object
 @dataclass(frozen=True)
 class CompareRequest:
     policy: Path
-    data: Path | str
+    data: Path | str | InMemoryTable
     teacher: ModelRef | None = None
-    candidates: tuple[ModelRef, ...] = ()  # files or MLflow URIs (inputs/sources.py)
+    candidates: tuple[Path | str | ModelSource, ...] = ()  # files or MLflow URIs (sources.py)
     teacher_scores: str | None = None
     candidate_scores: tuple[str, ...] = ()
     out: Path = Path("fairgate-compare")
@@ -302,7 +303,7 @@ def _sources(req: CompareRequest) -> tuple[list[tuple[ModelSource | str, str]], 
         raise UsageError("give one or more candidates: --candidate S.onnx or --candidate-scores "
                          "COL (both repeatable)")
     models = [model_source(c, "--candidate") for c in req.candidates]
-    if req.teacher is not None:
+    if req.teacher is not None and not isinstance(req.teacher, bytes):
         model_source(req.teacher, "--teacher")  # a malformed URI: exit 2 before any work
     for m in models:
         if m.path is not None:
@@ -310,6 +311,8 @@ def _sources(req: CompareRequest) -> tuple[list[tuple[ModelSource | str, str]], 
                                  expected="an .onnx file")
     sources: list[tuple[ModelSource | str, str]] = [(m, _name_seed(m)) for m in models]
     sources += [(c, c) for c in req.candidate_scores]
+    if isinstance(req.teacher, bytes):  # the Python API
+        return sources, f"in-memory teacher model ({len(req.teacher):,} bytes)"
     return sources, str(req.teacher) if req.teacher is not None else str(req.teacher_scores)
 
 
