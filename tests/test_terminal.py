@@ -85,6 +85,13 @@ def test_the_report_fits_the_width_and_keeps_every_status_and_value(
         if res["delta"] is not None:
             assert f"{res['delta']:+.4f}" in flat
     assert "Groups of" in shown and "FAIL" in shown
+    # 200: the whole table; 120: a table without the two least needed columns, named; 80:
+    # stacked, every cell as "name: value"
+    table = any(x.startswith("status") and "change (student − teacher)" in x
+                for x in shown.splitlines())
+    assert table is (width > 80)
+    assert ("detects (80%), metric left out to fit 120 columns" in shown) is (width == 120)
+    assert ("metric: demographic_parity_difference" in shown) is (width == 80)
 
 
 def test_without_a_terminal_or_columns_rows_stay_on_one_line(
