@@ -103,10 +103,15 @@ def _engine_options(fn: F) -> F:
 
 
 def _engine(engine: str, master: str | None, conf: tuple[tuple[str, str], ...],
-            out: Path) -> Any:
+            out: Path, quiet: bool = False) -> Any:
     from fairgate.engine.run import EngineOptions
 
-    return EngineOptions(engine, master, conf, out / "spark.log")  # type: ignore[arg-type]
+    return EngineOptions(engine, master, conf, out / "spark.log",  # type: ignore[arg-type]
+                         progress=not quiet)
+
+
+QUIET = click.option("--quiet", "-q", is_flag=True, help="No progress on stderr (errors and "
+                     "the report still print).")
 
 
 class _Main(click.Group):
@@ -163,7 +168,10 @@ def main() -> None:
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
-@click.option("--color/--no-color", default=None, help="Colour the terminal report.")
+@click.option("--color/--no-color", default=None, help="Colour the terminal report (default: "
+              "on a terminal and in GitHub Actions; off with NO_COLOR or TERM=dumb; on with "
+              "FORCE_COLOR).")
+@QUIET
 @_engine_options
 @translate_errors
 def check(policy: Path, data: str, teacher: str | None, student: str | None,
@@ -171,9 +179,10 @@ def check(policy: Path, data: str, teacher: str | None, student: str | None,
           reference_student: str | None, reference_scores: str | None, out: Path,
           formats: tuple[str, ...], no_mlflow: bool, parent_run: str | None,
           promote: str | None, seed: int | None, batch_size: int, color: bool | None,
-          engine: str, spark_master: str | None, spark_conf: tuple[tuple[str, str], ...]) -> None:
+          quiet: bool, engine: str, spark_master: str | None,
+          spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate a student model against its teacher on an audit set."""
-    options = _engine(engine, spark_master, spark_conf, out)
+    options = _engine(engine, spark_master, spark_conf, out, quiet)
     if promote is not None:
         _check_promote(promote, student, no_mlflow)
     logger = None
@@ -217,6 +226,7 @@ def _check(policy: Path, data: str, teacher: str | None, student: str | None,
            seed: int | None, batch_size: int, color: bool | None, options: Any,
            logger: Any) -> None:
     from fairgate.policy import load_policy
+    from fairgate.report import console
     from fairgate.report.terminal import TerminalReporter
     from fairgate.run import GateRequest, gate_and_write
 
@@ -233,7 +243,9 @@ def _check(policy: Path, data: str, teacher: str | None, student: str | None,
         from fairgate.integrations.github import publish
 
         publish(report, out)
-    echo(TerminalReporter(out, color).render(report), nl=False, color=color, styled=True)
+    color = console.color(color)
+    echo(TerminalReporter(out, color, console.width()).render(report), nl=False, color=color,
+         styled=True)
     code = report.decision.exit_code
     if logger is not None:  # logging never changes the verdict; see _tracked for exit 3
         from fairgate.integrations.mlflow import record_in_report
@@ -296,19 +308,20 @@ def _tracked(logged: list[Any], *, required: bool, own: str, report: Any = None,
 @click.option("--seed", type=int, help="Override statistics.seed.")
 @click.option("--batch-size", type=click.IntRange(1), default=65_536, show_default=True,
               help="Rows per batch (memory vs speed).")
+@QUIET
 @_engine_options
 @translate_errors
 def compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str, ...],
             teacher_scores: str | None, candidate_scores: tuple[str, ...], out: Path,
             no_mlflow: bool, parent_run: str | None, seed: int | None, batch_size: int,
-            engine: str, spark_master: str | None,
+            quiet: bool, engine: str, spark_master: str | None,
             spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate several candidate students against one teacher and rank them (Pareto front).
 
     Exit 0 if at least one candidate passes the gate, 1 if none does. In MLflow: one run for
     the comparison, with each candidate's gate nested under it.
     """
-    options = _engine(engine, spark_master, spark_conf, out)
+    options = _engine(engine, spark_master, spark_conf, out, quiet)
     logger = None
     if not no_mlflow:
         from fairgate.integrations.mlflow import Logger
@@ -340,7 +353,9 @@ def _compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str
     prepare_out_dir(out)  # a ranking that cannot be written is lost: fail before any work
     result = run_compare(request)
     write_comparison(result, out)
-    echo(render_terminal(result), nl=False)
+    from fairgate.report.console import width
+
+    echo(render_terminal(result, width()), nl=False)
     if logger is not None:  # logging never changes the ranking; mlflow.required: exit 3
         from fairgate.integrations.mlflow import record_in_report
 
@@ -377,13 +392,15 @@ def plan(policy: Path, data: Path | None, teacher: Path | None, teacher_scores: 
     Exit 0 when this audit set resolves every bound (a change of twice it is detected 80%
     of the time and an unchanged student fails at most 5%), 1 when some bound needs more rows.
     """
+    from fairgate.report.console import width
     from fairgate.report.plan import plan_json, render_plan
     from fairgate.run import PlanRequest, plan_audit
 
     result = plan_audit(PlanRequest(policy=policy, data=data, teacher=teacher,
                                     teacher_scores=teacher_scores, report=report,
                                     disagreement=disagreement, batch_rows=batch_size))
-    echo(json.dumps(plan_json(result), indent=2) if as_json else render_plan(result), nl=False)
+    echo(json.dumps(plan_json(result), indent=2) if as_json else render_plan(result, width()),
+         nl=False)
     sys.exit(result.exit_code)
 
 

@@ -418,21 +418,26 @@ def _teacher_name(c: Comparison) -> str:
     return model_label(c.candidates[0].report.inputs["teacher"])
 
 
-def render_terminal(c: Comparison) -> str:
-    """The ranking for the terminal and CI logs: every cell and note through safe.terminal."""
-    from fairgate.report.terminal import _table
+def render_terminal(c: Comparison, width: int | None = None) -> str:
+    """The ranking for the terminal and CI logs: every cell and note through safe.terminal;
+    fitted to ``width`` columns (None: any), stacked per candidate when the table is wider."""
+    from fairgate.report.terminal import fit_table, wrap
 
     t = safe.terminal
     rows = [[t(x) for x in row] for row in _rows(c)]
     rows.append(["", f"teacher: {t(_teacher_name(c))}", "", "",
                  *(t(_fmt(o)) for o in c.teacher_objectives), ""])
     first = c.candidates[0].report
-    lines = [f"fairgate compare · {t(first.policy.path)} · {first.inputs['data']['rows']:,} rows · "
-             f"{len(c.candidates)} candidates vs {t(_teacher_name(c))}",
-             t(_objective_text(c), 1000), "", *_table(rows, HEADER), "", t(_verdict_line(c))]
-    lines += [t(n, 500) for n in _notes(c)]
-    lines += ["", f"Reports: {t(c.request.out)}/ (compare.md, compare.json, "
-                  "<candidate>/report.json)"]
+    table = [x for _, x in fit_table(rows, HEADER, width, title=2)[0]]
+    lines = [*wrap(f"fairgate compare · {t(first.policy.path)} · "
+                   f"{first.inputs['data']['rows']:,} rows · "
+                   f"{len(c.candidates)} candidates vs {t(_teacher_name(c))}", width),
+             *wrap(t(_objective_text(c), 1000), width), "", *table, "",
+             *wrap(t(_verdict_line(c)), width)]
+    for n in _notes(c):
+        lines += wrap(t(n, 500), width)
+    lines += ["", *wrap(f"Reports: {t(c.request.out)}/ (compare.md, compare.json, "
+                        "<candidate>/report.json)", width)]
     return "\n".join(lines) + "\n"
 
 

@@ -32,6 +32,14 @@ class CliResult:
         return json.loads((self.out / "report.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def _plain_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's output does not depend on the shell or CI it runs in: no width limit, the
+    colour rules' defaults (tests that want them set these themselves)."""
+    for name in ("COLUMNS", "NO_COLOR", "FORCE_COLOR", "GITHUB_ACTIONS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def synthetic(tmp_path: Path) -> Path:
     """5,000 rows: label y, sensitive sex and race, teacher/student scores t and s."""

@@ -38,6 +38,7 @@ class EngineOptions:
     spark_master: str | None = None
     spark_conf: tuple[tuple[str, str], ...] = ()
     spark_log: Path | None = None  # where Spark's own log goes when fairgate starts Spark
+    progress: bool = False  # the local pass shows its progress on stderr (the CLI's default)
 
     def __post_init__(self) -> None:
         if self.name == "local" and (self.spark_master or self.spark_conf):
@@ -124,5 +125,12 @@ def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequenc
                          "--engine spark")
     audit = AuditSet(source, spec.columns, spec.column_types, batch_rows,
                      text_columns=tuple(policy.audit.sensitive), roles=roles)
-    result, engine = count_local(audit, spec, models)
+    progress = None
+    if options.progress:
+        from fairgate.report.progress import Progress
+
+        known = [f.rows for f in source.files]
+        total = sum(r for r in known if r is not None) if None not in known else None
+        progress = Progress(total, source.given)
+    result, engine = count_local(audit, spec, models, progress)
     return result, {**source.describe(), "rows": result.rows}, engine

@@ -63,7 +63,8 @@ from typing import Any, TypeVar
 GRACE = 5.0  # seconds past the deadline: a promotion's answer, marking a run FAILED
 
 # HTTP settings of mlflow's client: one immediate retry at most, no honouring of Retry-After
-# (a server asking for 60 s would break the bound), no URL printed to stdout.
+# (a server asking for 60 s would break the bound), no URL printed to stdout, no download
+# bar (mlflow draws it with tqdm straight to stderr, around fairgate's output boundary).
 HTTP_RETRIES = 1
 _HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": HTTP_RETRIES,
@@ -71,7 +72,8 @@ _HTTP_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": 0,
 }
 _HTTP_FIXED = {"MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER": "false",
-               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+               "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+               "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # model-training view
 CLIENT_ENV = "FAIRGATE_MLFLOW_CLIENT"  # "mlflow": always mlflow's own client

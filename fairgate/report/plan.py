@@ -21,9 +21,13 @@ def _where(r: PlanRow) -> str:
     return "overall" if r.grouping is None else r.grouping.name
 
 
-def render_plan(result: PlanResult) -> str:
-    head = [f"fairgate plan · {result.audit_rows:,} rows · rule: {result.rule} · student: "
-            f"{safe.terminal(result.source, 300)}", ""]
+def render_plan(result: PlanResult, width: int | None = None) -> str:
+    """The plan for the terminal, fitted to ``width`` columns (None: any): stacked per
+    bound when the table is wider."""
+    from fairgate.report.terminal import fit_table, wrap
+
+    head = [*wrap(f"fairgate plan · {result.audit_rows:,} rows · rule: {result.rule} · "
+                  f"student: {safe.terminal(result.source, 300)}", width), ""]
     table = [["check", "grouping", "bound", "se now", f"detects ({POWER:.0%})", "rows needed",
               "smallest gated group: now → needed", "verdict"]]
     for r in result.rows:
@@ -39,10 +43,7 @@ def render_plan(result: PlanResult) -> str:
                       f"{r.se:.4f}", found, _rows(r.rows_needed),
                       f"{r.smallest:,} → {_rows(needed)}",
                       "ok" if r.resolved else "audit too small"])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in table]
-    lines.insert(1, "  ".join("─" * w for w in widths))
+    lines = [x for _, x in fit_table(table[1:], table[0], width, title=2)[0]]
     short = [r for r in result.rows if r.resolved is False]
     tail = ["", f"{len(short)} of {len(result.rows)} bounds need a larger audit set"
             if short else "This audit set resolves every bound."]

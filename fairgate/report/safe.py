@@ -118,7 +118,30 @@ def echo(text: object = "", *, err: bool = False, nl: bool = True, color: bool |
                               color=color), err)
 
 
-def _write(write: Callable[[], None], err: bool = False) -> None:
+class ProgressStream:
+    """The file a live progress bar (tqdm, :mod:`fairgate.report.progress`) writes to: stderr
+    through :func:`guard_lines`, keeping only the CR that redraws the bar's line."""
+
+    def write(self, text: str) -> int:
+        guarded = "\r".join(guard_lines(part) for part in text.split("\r"))
+        _write(lambda: (sys.stderr.write(guarded), sys.stderr.flush()), err=True)
+        return len(text)
+
+    def flush(self) -> None:
+        _write(sys.stderr.flush, err=True)
+
+    def fileno(self) -> int:  # tqdm's dynamic width asks the terminal through it
+        return sys.stderr.fileno()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+    @property
+    def encoding(self) -> str:  # tqdm draws a smooth bar when the stream takes UTF-8
+        return getattr(sys.stderr, "encoding", None) or "ascii"
+
+
+def _write(write: Callable[[], object], err: bool = False) -> None:
     """Run ``write``; a reader that went away (``fairgate check | head``) ends the output,
     not the gate: the stream is pointed at /dev/null, and the reports, the MLflow run and
     the exit code are the verdict's as usual."""

@@ -9,6 +9,7 @@ this text is printed to CI logs, which the Actions runner parses for commands.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +84,74 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
             *(line(r).rstrip() for r in rows)]
 
 
-def _group_table(rows: list[GroupRow]) -> list[str]:
+def wrap(text: str, width: int | None, indent: str = "", more: str = "  ") -> list[str]:
+    """``text`` as lines of at most ``width`` columns (None: one line), broken at spaces;
+    continuation lines are indented by ``more`` beyond the text's own indent. Nothing is
+    cut: a word longer than the line is split across lines."""
+    if width is None or len(indent) + len(text) <= width:
+        return [indent + text]
+    own = text[: len(text) - len(text.lstrip(" "))]
+    return textwrap.wrap(text.lstrip(" "), width, initial_indent=indent + own,
+                         subsequent_indent=indent + own + more, break_on_hyphens=False,
+                         drop_whitespace=True) or [indent + text]
+
+
+def fit_table(rows: list[list[str]], header: list[str], width: int | None, *,
+              drop: tuple[str, ...] = (), title: int = 1, indent: str = ""
+              ) -> tuple[list[tuple[int, str]], list[str]]:
+    """A table that fits ``width`` columns: (row index or -1 for the header, line) and the
+    headers of the columns left out.
+
+    As a table when it fits; else without the ``drop`` columns, in that order, when that is
+    enough; else stacked: per row, its first ``title`` cells on a line, then every other
+    cell as ``header: value``, wrapped. No cell is ever cut.
+    """
+    room = None if width is None else width - len(indent)
+    keep = list(range(len(header)))
+    dropped: list[str] = []
+
+    def render(cols: list[int]) -> list[str]:
+        return _table([[r[i] for i in cols] for r in rows], [header[i] for i in cols])
+
+    lines = render(keep)
+    for name in (*drop, None):
+        if room is None or max(len(x) for x in lines) <= room:
+            return [(i - 2 if i >= 2 else -1, indent + x) for i, x in enumerate(lines)], dropped
+        if name is None or name not in header:
+            continue
+        keep.remove(header.index(name))
+        dropped.append(name)
+        lines = render(keep)
+    out: list[tuple[int, str]] = []
+    for n, r in enumerate(rows):
+        head = "  ".join(c for c in r[:title] if c)
+        rest = " · ".join(f"{h}: {c}" for h, c in zip(header[title:], r[title:], strict=True) if c)
+        out += [(n, x) for x in wrap(head, width, indent)]
+        out += [(n, x) for x in wrap(rest, width, indent + "    ")]
+    return out, []
+
+
+def dropped_note(dropped: list[str], width: int | None, indent: str = "") -> list[str]:
+    """Says which columns were left out to fit (never silently), and where they are."""
+    if not dropped:
+        return []
+    return wrap(f"({', '.join(dropped)} left out to fit {width} columns: report.json and "
+                "report.md have them; COLUMNS=200 widens)", width, indent)
+
+
+def _fitted(rows: list[list[str]], header: list[str], width: int | None,
+            indent: str = "  ") -> list[str]:
+    return [x for _, x in fit_table(rows, header, width, indent=indent)[0]]
+
+
+def _group_table(rows: list[GroupRow], width: int | None = None) -> list[str]:
+    """The groups of a failed grouping, indented by two spaces, fitted to ``width``."""
     if rows and rows[0].top1:  # multi-class top-1: accuracy is the only rate
-        return _table([[f"{_t('|'.join(g.group))}{'' if g.gated else ' (not gated)'}", str(g.n),
+        return _fitted([[f"{_t('|'.join(g.group))}{'' if g.gated else ' (not gated)'}", str(g.n),
                         f"{fmt(g.teacher_rates['accuracy'])} → {fmt(g.student_rates['accuracy'])}",
                         f"{g.teacher_only_correct} / {g.student_only_correct}"] for g in rows],
-                      ["group", "n", "top-1 accuracy", "only teacher / only student right"])
+                       ["group", "n", "top-1 accuracy", "only teacher / only student right"],
+                       width)
     body = []
     for g in rows:
         flag = "" if g.gated else " (not gated)"
@@ -97,7 +160,7 @@ def _group_table(rows: list[GroupRow]) -> list[str]:
         for r in ("selection_rate", "tpr", "fpr", "accuracy"):
             cells.append(f"{fmt(g.teacher_rates[r])} → {fmt(g.student_rates[r])}")
         body.append(cells)
-    return _table(body, ["group", "n", "selection rate", "TPR", "FPR", "accuracy"])
+    return _fitted(body, ["group", "n", "selection rate", "TPR", "FPR", "accuracy"], width)
 
 
 def _model(info: dict[str, Any]) -> str:
@@ -110,9 +173,11 @@ class TerminalReporter:
     name = "terminal"
     filename = ""
 
-    def __init__(self, out_dir: Path | None = None, color: bool | None = None) -> None:
+    def __init__(self, out_dir: Path | None = None, color: bool | None = None,
+                 width: int | None = None) -> None:
         self.out_dir = out_dir
         self.color = color
+        self.width = width  # columns the report fits in (fairgate.report.console); None: any
 
     def _s(self, text: str, color: str, bold: bool = False) -> str:
         if self.color is False:
@@ -122,29 +187,34 @@ class TerminalReporter:
     def render(self, report: GateReport) -> str:
         d = report.decision
         inp = report.inputs
-        lines = []
+        w = self.width
+        lines: list[str] = []
+
+        def add(text: str, color: str | None = None, indent: str = "") -> None:
+            for x in wrap(text, w, indent):
+                lines.append(x if color is None else self._s(x, color))
+
         who = " vs ".join(_model(inp[m]) for m in ("student", "teacher"))
-        lines.append(
-            f"fairgate {report.version} · {_t(report.policy.path)} · {inp['data']['rows']:,} rows"
-            f" · {who}"
-        )
+        add(f"fairgate {report.version} · {_t(report.policy.path)} · {inp['data']['rows']:,} rows"
+            f" · {who}")
         if "reference_student" in inp:
-            lines.append(f"  reference student: {_model(inp['reference_student'])}")
+            add(f"  reference student: {_model(inp['reference_student'])}")
         for role, text in model_readings(report):
-            lines.append(f"  {role}: {_t(text, 400)}")
+            add(f"  {role}: {_t(text, 400)}")
         for warning in report.warnings:
-            lines.append(self._s(f"  warning: {_t(warning, 400)}", "yellow"))
+            add(f"  warning: {_t(warning, 400)}", "yellow")
         st = report.policy.policy.statistics
         if st.resamples:
             how = f"decide_on: {st.mode}"
             if st.mode == "interval":
                 how += f", on_inconclusive: {st.on_inconclusive}"
-            lines.append(f"  intervals: {st.confidence:.0%} paired bootstrap ({st.interval}), "
-                         f"{st.resamples} resamples, seed {st.seed}; {how}")
+            add(f"  intervals: {st.confidence:.0%} paired bootstrap ({st.interval}), "
+                f"{st.resamples} resamples, seed {st.seed}; {how}")
         counts = {s: sum(r.status is s for r in d.results) for s in Status}
         label, color = _VERDICT[report.verdict]
         detail = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-        lines += ["", self._s(f"{label}", color, bold=True) + f"  {len(d.results)} checks: {detail}",
+        verdict = wrap(f"{label}  {len(d.results)} checks: {detail}", w)
+        lines += ["", self._s(label, color, bold=True) + verdict[0][len(label):], *verdict[1:],
                   ""]
         rows = []
         for r in d.results:
@@ -156,41 +226,47 @@ class TerminalReporter:
             rows.append([r.status.value.upper(), _t(r.check.id), _t(r.key.metric), grouping,
                          fmt(v.teacher), fmt(v.student), change, _bound_text(r),
                          detect_text(r)])
-        table = _table(rows, ["status", "check", "metric", "grouping", "teacher", "student",
-                              "change (student − teacher)", "bound", "detects (80%)"])
-        for i, row in enumerate(table):
-            if i >= 2:
-                status = d.results[i - 2].status
+        table, dropped = fit_table(
+            rows, ["status", "check", "metric", "grouping", "teacher", "student",
+                   "change (student − teacher)", "bound", "detects (80%)"], w,
+            drop=("detects (80%)", "metric"), title=2)  # the check id names the metric
+        seen = set()
+        for i, row in table:
+            if i >= 0 and i not in seen:
+                seen.add(i)
+                status = d.results[i].status
                 row = self._s(row[: len(status.value)], _STYLE[status]) + row[len(status.value):]
             lines.append(row)
+        lines += dropped_note(dropped, w)
         problems = [r for r in d.results if r.status is not Status.PASS]
         weak = unresolved(report)
         if weak:
             lines += ["", "Audit too small for these bounds:"]
-            lines += [self._s(f"  {_t(power_text(r, b), REASON_CHARS)}", "yellow") for r, b in weak]
+            for r, b in weak:
+                add(f"  {_t(power_text(r, b), REASON_CHARS)}", "yellow")
         if problems:
             lines += ["", "Why:"]
             for r in problems:
                 where = f" [{_t(r.key.grouping)}]" if r.key.grouping else ""
-                lines.append(f"  {_t(r.check.id)}{where} ({r.status.value}): "
-                             f"{_t(r.reason, REASON_CHARS)}")
-        for w in d.expired_waivers:
-            lines.append(f"  expired waiver for {_t(w.check)} (owner {_t(w.owner)}, expired "
-                         f"{w.expires}): no longer applied")
+                add(f"  {_t(r.check.id)}{where} ({r.status.value}): {_t(r.reason, REASON_CHARS)}")
+        for wv in d.expired_waivers:
+            add(f"  expired waiver for {_t(wv.check)} (owner {_t(wv.owner)}, expired "
+                f"{wv.expires}): no longer applied")
         failing = [r.key.grouping for r in problems if r.key.grouping]
         for shown in dict.fromkeys(failing):
             members = sorted((g for g in report.groups if g.grouping == shown),
                           key=lambda g: (not g.gated, -g.n))
-            lines += ["", f"Groups of {_t(shown)} (teacher → student):"]
-            lines += ["  " + x for x in _group_table(members[:MAX_GROUPS])]
+            lines.append("")
+            add(f"Groups of {_t(shown)} (teacher → student):")
+            lines += _group_table(members[:MAX_GROUPS], w)
             more = len(members) - MAX_GROUPS + report.unlisted_groups(shown)
             if more > 0:
-                lines.append(f"  … and {more} smaller groups (report.json lists every gated "
-                             "group)")
+                add(f"  … and {more} smaller groups (report.json lists every gated group)")
         if report.classwise and any(r.key.metric.startswith("classes_") for r in problems):
-            lines += _changed_classes(report.classwise)
+            lines += _changed_classes(report.classwise, w)
         if self.out_dir is not None:
-            lines += ["", f"Reports: {_t(self.out_dir)}/"]
+            lines.append("")
+            add(f"Reports: {_t(self.out_dir)}/")
         return "\n".join(lines) + "\n"
 
 
@@ -234,20 +310,20 @@ def changed_classes(classwise: dict[str, Any] | None) -> list[tuple[str, list[li
     return out
 
 
-def _changed_classes(classwise: dict[str, Any]) -> list[str]:
+def _changed_classes(classwise: dict[str, Any], width: int | None = None) -> list[str]:
     """The classes behind a failed class-wise check, and where the top-1 moved to."""
     lines = []
     for title, rows in changed_classes(classwise):
         if rows:
-            lines += ["", f"Classes whose accuracy changed significantly, {title}:"]
+            lines += ["", *wrap(f"Classes whose accuracy changed significantly, {title}:", width)]
             cells = [[_t(c), *rest] for c, *rest in rows]
-            lines += ["  " + x for x in _table(cells, ["class", "n", "accuracy", "p (Holm)"])]
+            lines += _fitted(cells, ["class", "n", "accuracy", "p (Holm)"], width)
     pairs = classwise.get("disagreement", [])
     if pairs and pairs[0]["cells"]:
         d = pairs[0]
         a, b = _t(d["a"]), _t(d["b"])
-        lines += ["", f"Most frequent top-1 changes ({a} → {b}; {d['disagreeing_rows']} "
-                  f"of {d['rows']} rows differ):"]
+        lines += ["", *wrap(f"Most frequent top-1 changes ({a} → {b}; {d['disagreeing_rows']} "
+                            f"of {d['rows']} rows differ):", width)]
         cells = [[_t(c["a"]), _t(c["b"]), str(c["rows"])] for c in d["cells"][:5]]
-        lines += ["  " + x for x in _table(cells, [a, b, "rows"])]
+        lines += _fitted(cells, [a, b, "rows"], width)
     return lines

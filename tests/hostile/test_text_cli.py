@@ -6,6 +6,7 @@ GitHub Actions; every sink is read the way its consumer reads it (issue 10, sect
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def test_check_with_hostile_text(hostile: tuple[Path, Path], run_cli: Callable[.
     r = _check(run_cli, policy, data)
     assert r.exit_code == 1, r.stderr
     assert r.report["verdict"] == "fail"
-    assert_terminal_safe(r.stdout)
+    assert_terminal_safe(r.stdout, styled=actions)  # the Actions log renders fairgate's colours
     assert_terminal_safe(r.stderr)
     assert len(r.stdout) < 100_000  # the 1 MB group value is clipped
     assert shown(PAYLOADS[0]) in r.stdout and "#\\x23[error]x" in r.stdout
@@ -183,7 +184,9 @@ def test_the_process_output_itself(hostile: tuple[Path, Path], tmp_path: Path) -
     assert p.returncode == 1, p.stderr
     stdout, stderr = p.stdout.decode(), p.stderr.decode()
     assert_no_runner_command(stdout, stderr, stdout + stderr)
-    assert "\x00" not in stdout and "\x1b" not in stdout
+    # the Actions log renders colours: the only ESC left are fairgate's own (click.style)
+    assert "\x00" not in stdout and "\x1b" not in re.sub(r"\x1b\[(?:3[1-7]|1|22|0)m", "", stdout)
+    assert "\x1b[31m" in stdout  # FAIL in red
     assert len(own_annotations(stdout)) >= 2
     assert BIG[:100] not in stdout
 
