@@ -38,14 +38,13 @@ from scipy.special import ndtri
 
 from fairgate.core.counts import Grouping, GroupingCounts
 from fairgate.core.evaluate import Settings, context_for
-from fairgate.core.gate import _QUANTITY, check_keys
+from fairgate.core.gate import _QUANTITY, POWER, check_keys
 from fairgate.core.intervals import BETA_SHARE, SHAPES, WHOLE, Plan
 from fairgate.core.metrics import CATALOGUE
 from fairgate.errors import InputError, UsageError
 from fairgate.policy import Policy
 
 DEFAULT_DISAGREEMENT = 0.05
-POWER = 0.8
 FALSE_FAIL = 0.05
 
 
@@ -164,9 +163,7 @@ def plan_counts(policy: Policy, counts: dict[Grouping, GroupingCounts], rows: in
                 # normal theory gives the sizes (k of the module docstring)
                 fails = st.mode != "estimate" and on_inconclusive == "fail"
                 reach = math.nan if fails else (
-                    float(ndtri(POWER)) * se if st.mode == "estimate" else
-                    (k - float(ndtri(1 - FALSE_FAIL)) + float(ndtri(POWER))) * se
-                    if fails else k * se)
+                    float(ndtri(POWER)) if st.mode == "estimate" else k) * se
                 factor = (k * se / abs(limit)) ** 2 if limit else math.inf
             else:
                 fails = on_inconclusive == "fail"

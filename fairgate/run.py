@@ -46,7 +46,7 @@ from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.inputs.memory import InMemoryTable
 from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
-from fairgate.inputs.sources import ModelFiles, ModelSource, model_source, sha256_file
+from fairgate.inputs.sources import ModelFiles, ModelSource, model_source
 from fairgate.policy import Check, LoadedPolicy, Policy, load_policy
 from fairgate.report.json import num
 
@@ -163,10 +163,6 @@ def declared_classes(policy: Policy, role: str) -> tuple[tuple[str, ...] | None,
     return None, ""
 
 
-def sha256_of(path: Path) -> str:
-    return sha256_file(path)
-
-
 def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
                     files: ModelFiles | None = None) -> GateReport:
     """Read, predict, count, compute and decide; no file is written here.
@@ -260,10 +256,6 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
     )
 
 
-def _wants_scores(policy: Policy) -> bool:
-    return wants_scores(policy)
-
-
 def score_metric_values(
     policy: Policy, sample: SampledRows, keys: list[MetricKey],
     counts: dict[Grouping, GroupingCounts], settings: Settings,
@@ -308,7 +300,7 @@ def kpi_keys_of(policy: Policy, groupings: list[Grouping], reference: bool) -> l
         names.append("classes_changed_vs_reference")
     if policy.audit.spurious is not None:
         names += ["spurious_gap", "bias_conflicting_accuracy"]
-    if _wants_scores(policy):
+    if wants_scores(policy):
         names += ["roc_auc", "brier_score", "expected_calibration_error", "roc_auc_difference",
                   "expected_calibration_error_difference"]
     keys = []

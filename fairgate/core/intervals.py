@@ -214,17 +214,6 @@ class Pieces:
         return cols, np.concatenate([d_num, d_den], axis=1)
 
 
-def _concat(parts: list[Pieces]) -> Pieces:
-    width = max(p.coef.shape[1] for p in parts)
-
-    def pad(a: np.ndarray, value: float) -> np.ndarray:
-        return np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=value)
-
-    return Pieces(np.concatenate([pad(p.coef, 0) for p in parts]),
-                  np.concatenate([pad(p.num, 0) for p in parts]),
-                  np.concatenate([pad(p.den, -1) for p in parts]))
-
-
 # ----------------------------------------------------------------------------- shapes
 
 Build = Callable[[Layout, Context, np.ndarray, np.ndarray], "Pieces | None"]
@@ -644,10 +633,6 @@ class Plan:
         t0, s0 = np.array(best[:1]), np.array(best[1:])
         return (float(self._sd([(0, t0, 1.0)])[0]), float(self._sd([(1, s0, 1.0)])[0]),
                 float(self._sd([(1, s0, 1.0), (0, t0, -1.0)])[0]))
-
-    def _picked(self, values: np.ndarray) -> np.ndarray:
-        """What the metric maximizes over its pieces: the values, or |value| (|log|)."""
-        return values if self.kind == "max" else _criterion(values, self.shape.by)
 
     def _relative(self, keep: list[np.ndarray], boots: list[np.ndarray], points: list[np.ndarray]
                   ) -> tuple[float, float] | None:

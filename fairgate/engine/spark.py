@@ -400,10 +400,7 @@ def _reading(spark: Any, source: DataSource, spec: PassSpec, roles: Mapping[str,
     df = df.select(*[F.col(_quote(c)) for c in wanted], *meta)
     files = {file_key(f.path): FileInfo(i, f.path, f.partition, _starts(f.row_groups))
              for i, f in enumerate(source.files)}
-    csv_types = {}
-    if fmt == "csv":
-        csv_types = {n: schema.field(n).type for n in wanted}
-        csv_types.update({c: t for c, t in spec.column_types.items() if c in csv_types})
+    csv_types = audit.csv_types(schema) or {}
     return Reading(df, source, files, fmt, source.partition_columns, csv_types)
 
 

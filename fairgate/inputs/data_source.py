@@ -28,7 +28,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -37,7 +37,6 @@ from fairgate.errors import DataError, UsageError
 from fairgate.inputs.files import require_regular_file
 
 Format = Literal["parquet", "orc", "csv"]
-FORMATS: tuple[Format, ...] = ("parquet", "orc", "csv")
 TABLE_PREFIX = "table:"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 EXPECTED = "a .parquet, .orc or .csv file, or a directory or glob of them"
@@ -365,6 +364,3 @@ def footer_rows(path: str, fmt: str) -> tuple[int, tuple[int, ...], tuple[int, .
 def first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
-
-def listing(entries: Iterable[DataFile]) -> tuple[DataFile, ...]:
-    return tuple(sorted(entries, key=lambda e: e.rel))

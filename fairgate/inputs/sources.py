@@ -293,8 +293,7 @@ def _http(timeout: float) -> Iterator[None]:
     and its download progress bar off: fairgate's stderr carries its own messages only."""
     from fairgate.integrations.mlflow_worker import http_settings
 
-    settings = {**http_settings(timeout, os.environ, per_request=timeout),
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    settings = http_settings(timeout, os.environ, per_request=timeout)  # progress bar off too
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:

@@ -59,7 +59,6 @@ from fairgate.core.outcome import GateReport
 from fairgate.errors import UsageError
 from fairgate.inputs.sources import model_label
 from fairgate.integrations.mlflow_worker import GRACE, RestStore, http_settings
-from fairgate.integrations.mlflow_worker import why as why
 from fairgate.policy import LoadedPolicy
 from fairgate.report import safe
 from fairgate.report.json import num as json_number
@@ -1160,19 +1159,6 @@ class Logger:
             outcome = self._run(specs, Path(tmp))
             logged = [self._logged(outcome, i, s["name"]) for i, s in enumerate(specs)]
         return logged[0], logged[1:]
-
-
-def log_gate_run(report: GateReport, out: Path, parent_run: str | None = None,
-                 env: Mapping[str, str] | None = None, promote: str | None = None) -> Logged:
-    """Log one gate run within ``mlflow.timeout`` (the Python API; the CLI starts the logging
-    process before the gate instead). A failure is returned, never raised; a malformed
-    tracking URI or parent run id raises UsageError (exit 2)."""
-    logger = Logger(env)
-    try:
-        logger.configure(report.policy, parent_run)
-        return logger.log_check(report, out, promote)
-    finally:
-        logger.close()
 
 
 # ----------------------------------------------------------------------------- after logging
