@@ -303,3 +303,53 @@ def test_a_tokenizer_that_is_not_one_exits_3(run_cli, gate_files: Path, tmp_path
                 "--teacher", gate_files / "t.onnx", "--student", gate_files / "s.onnx")
     assert r.exit_code == 3
     assert "tokenizer tok.json: not a Hugging Face tokenizer.json" in r.stderr
+
+
+def test_counterfactual_text_probe_flip_rates(run_cli, gate_files: Path, tmp_path: Path) -> None:
+    """Every row is sampled (sample_rows > rows): each substitution's flip rates equal the
+    models run directly on texts rewritten word by word (the fixture's texts are words
+    separated by single spaces)."""
+    d = gate_files
+    policy = tmp_path / "policy.yaml"
+    (tmp_path / "tok.json").write_bytes((d / "tok.json").read_bytes())
+    policy.write_text((d / "policy.yaml").read_text().replace(
+        "statistics:", "  - {id: cf, metric: counterfactual_flip_rate, max_increase: 0.05}\n"
+        "individual:\n  sample_rows: 5000\n  counterfactual:\n    text: comment\n"
+        "    swap: {he: she}\nstatistics:"))
+    r = run_cli("check", "--policy", policy, "--data", d / "audit.parquet", "--teacher",
+                d / "t.onnx", "--student", d / "s.onnx", "--no-mlflow")
+    assert r.exit_code in (0, 1), r.stderr
+    cf = r.report["individual"]["counterfactual"]
+    df = pd.read_parquet(d / "audit.parquet")
+    tok = Tokenizer.from_file(str(d / "tok.json"))
+
+    def decide(model: str, texts: list[str]) -> np.ndarray:
+        ids, mask = reference(tok, texts, 32, "max_length")
+        sess = ort.InferenceSession(str(d / f"{model}.onnx"), providers=["CPUExecutionProvider"])
+        return sess.run(None, {"input_ids": np.array(ids, dtype=np.int64),
+                               "attention_mask": np.array(mask, dtype=np.int64)})[0][:, 1] >= 0.5
+
+    def rewrite(text: str, a: str, b: str) -> str:
+        words = text.split(" ")
+        return " ".join((b.capitalize() if w == a.capitalize() else b) if w.lower() == a else w
+                        for w in words)
+
+    texts = df.comment.tolist()
+    by = {(s["from"], s["to"]): s for s in cf["substitutions"]}
+    any_flip = {m: np.zeros(len(texts), dtype=bool) for m in ("t", "s")}
+    holds_any = np.zeros(len(texts), dtype=bool)
+    for a, b in (("he", "she"), ("she", "he")):
+        rows = [i for i, t in enumerate(texts) if a in t.lower().split(" ")]
+        holds_any[rows] = True
+        assert by[(a, b)]["rows"] == len(rows)
+        for m, key in (("t", "teacher"), ("s", "student")):
+            flipped = decide(m, [texts[i] for i in rows]) != decide(m, [rewrite(texts[i], a, b)
+                                                                        for i in rows])
+            any_flip[m][np.array(rows)[flipped]] = True
+            assert by[(a, b)][key] == pytest.approx(flipped.mean(), abs=1e-11)
+    assert cf["rows_with_terms"] == int(holds_any.sum())
+    value = next(x for x in r.report["results"] if x["check"] == "cf")
+    assert value["teacher"] == pytest.approx(any_flip["t"][holds_any].mean(), abs=1e-11)
+    assert value["student"] == pytest.approx(any_flip["s"][holds_any].mean(), abs=1e-11)
+    assert "Counterfactual text probes on 'comment'" in r.stdout
+    assert "he → she" in (r.out / "report.md").read_text()
