@@ -494,7 +494,7 @@ def _text_flip_values(cf: CounterfactualSpec, sample: SampledRows, teacher: Pred
                                       lambda b: teacher.decide(b, 0),
                                       lambda b: student.decide(b, 0))
     key = MetricKey("counterfactual_flip_rate", None)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in rewrites:
         n, p = flips.by_substitution[r.label]
         rows.append({"from": r.source, "to": r.target, "rows": n, "teacher": num(p.teacher.value),

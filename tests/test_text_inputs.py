@@ -54,8 +54,8 @@ def reference(tok: Tokenizer, texts: list[str], max_length: int, padding: str) -
 @pytest.mark.parametrize("padding", ["longest", "max_length"])
 def test_ids_and_masks_are_the_tokenizers_own(tok: Tokenizer, audit: pd.DataFrame,
                                               padding: str) -> None:
-    texts = audit.comment.tolist()[:50] + ["good", "excellent great good fine poor awful late "
-                                           "the work was report said young hello other"]
+    texts = [*audit.comment.tolist()[:50], "good",
+             "excellent great good fine poor awful late the work was report said young hello other"]
     enc = TextEncoder(settings(tok, 8, padding), "teacher").encode(pa.array(texts), 0)
     ids, mask = reference(tok, texts, 8, padding)
     assert enc["input_ids"].tolist() == ids
@@ -233,7 +233,7 @@ def gate_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _check(run_cli, d: Path, *extra: str):  # noqa: ANN202
+def _check(run_cli, d: Path, *extra: str):
     return run_cli("check", "--policy", d / "policy.yaml", "--data", d / "audit.parquet",
                    "--teacher", d / "t.onnx", "--student", d / "s.onnx", "--no-mlflow", *extra)
 

@@ -774,8 +774,8 @@ def text_counterfactual_flips(batch: pa.RecordBatch | pa.Table, column: str,
             ests.append(_terms_estimate(terms[1] - terms[0], f"no sampled row {what}"))
         return _paired(ests)
 
-    any_term = holds.any(axis=0)
-    overall = paired(any_term, flips.any(axis=1), f"of {column} holds a term to swap")
+    any_term = np.asarray(holds.any(axis=0))
+    overall = paired(any_term, np.asarray(flips.any(axis=1)), f"of {column} holds a term to swap")
     by = {r.label: (int(holds[ri].sum()), paired(holds[ri], flips[:, ri, :],
                                                  f"of {column} holds {r.source!r}"))
           for ri, r in enumerate(rewrites)}

@@ -22,7 +22,7 @@ from fairgate.engine.batch import CountResult, MulticlassPlan, PassSpec, SampleS
 from fairgate.errors import UsageError
 from fairgate.inputs.audit import AuditSet, LabelSpec, column_roles
 from fairgate.inputs.memory import InMemoryTable
-from fairgate.inputs.model import Predictor
+from fairgate.inputs.model import OnnxPredictor, Predictor
 from fairgate.policy import Policy
 
 Engine = Literal["local", "spark"]
@@ -92,7 +92,7 @@ def _set_data_root(models: Sequence[Predictor | None], root: str | None) -> None
     """Image paths in the audit set are relative to its folder: tell the models that read
     them (an in-memory audit set has none, so a path column there is refused)."""
     for m in models:
-        if m is not None and hasattr(m, "data_root"):
+        if isinstance(m, OnnxPredictor):
             m.data_root = Path(root) if root is not None else None
 
 
@@ -112,7 +112,7 @@ def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequenc
                          policy.audit.spurious.attribute if policy.audit.spurious else None)
     # text and image-path columns are read as text from CSV, whatever they look like
     text_columns = tuple(dict.fromkeys([*policy.audit.sensitive, *(
-        m.inputs.column for m in models if getattr(m, "inputs", None) is not None)]))
+        m.inputs.column for m in models if isinstance(m, OnnxPredictor) and m.inputs is not None)]))
     if isinstance(data, InMemoryTable):  # the Python API: a DataFrame or an Arrow table
         from fairgate.engine.local import count_local
         from fairgate.inputs.memory import require_local, table_audit_set

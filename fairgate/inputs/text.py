@@ -129,13 +129,14 @@ class TextEncoder:
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
+        truncation, padding = self.tokenizer.truncation or {}, self.tokenizer.padding or {}
         return {"column": s.column, "tokenizer": s.tokenizer,
                 "tokenizer_sha256": s.sha256, "vocab_size": self.vocab_size,
                 "truncation": {"max_length": s.max_length,
-                               "strategy": self.tokenizer.truncation["strategy"],
-                               "direction": self.tokenizer.truncation["direction"]},
+                               "strategy": truncation.get("strategy"),
+                               "direction": truncation.get("direction")},
                 "padding": {"to": s.padding, "pad_id": self.pad_id, "pad_token": self.pad_token,
-                            "direction": self.tokenizer.padding["direction"]}}
+                            "direction": padding.get("direction")}}
 
 
 def _pad_of(tok: Any, where: str) -> tuple[int, str, dict[str, Any]]:

@@ -123,7 +123,7 @@ class ModelInputs(_Strict):
     def kind(self) -> Literal["text", "image", "tensor"]:
         for kind in ("text", "image", "tensor"):
             if getattr(self, kind) is not None:
-                return kind  # type: ignore[return-value]
+                return kind
         raise AssertionError("validated: exactly one kind")
 
     @property
