@@ -353,3 +353,45 @@ def test_counterfactual_text_probe_flip_rates(run_cli, gate_files: Path, tmp_pat
     assert value["student"] == pytest.approx(any_flip["s"][holds_any].mean(), abs=1e-11)
     assert "Counterfactual text probes on 'comment'" in r.stdout
     assert "he → she" in (r.out / "report.md").read_text()
+
+
+def test_without_tokenizers_a_text_policy_is_a_usage_error(tok: Tokenizer,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from fairgate.errors import UsageError
+
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if it were not installed
+    with pytest.raises(UsageError, match=r"pip install 'fairgate\[text\]'") as e:
+        TextEncoder(settings(tok), "teacher")
+    assert e.value.exit_code == 2
+
+
+def test_wrong_tokenizer_for_the_model_exits_3(run_cli, gate_files: Path, tmp_path: Path) -> None:
+    big = train_tokenizer(comments(400, seed=9).comment.tolist() + ["zzz yyy xxx www vvv"],
+                          pad_id=1, vocab_size=400)
+    big.save(str(tmp_path / "tok.json"))
+    policy = tmp_path / "p.yaml"
+    policy.write_text((gate_files / "policy.yaml").read_text())
+    r = run_cli("check", "--policy", policy, "--data", gate_files / "audit.parquet",
+                "--teacher", gate_files / "t.onnx", "--student", gate_files / "s.onnx",
+                "--no-mlflow")
+    rows = onnx.load(gate_files / "t.onnx").graph.initializer[0].dims[0]
+    assert big.get_vocab_size(with_added_tokens=True) > rows
+    assert r.exit_code == 3
+    assert "rows; this tokenizer is not the model's" in r.stderr
+    assert "graph input 'input_ids'" in r.stderr and "teacher model t.onnx" in r.stderr
+
+
+def test_distance_metrics_need_features_with_text_models(run_cli, gate_files: Path,
+                                                         tmp_path: Path) -> None:
+    (tmp_path / "tok.json").write_bytes((gate_files / "tok.json").read_bytes())
+    policy = tmp_path / "p.yaml"
+    policy.write_text((gate_files / "policy.yaml").read_text().replace(
+        "statistics:", "  - {id: lip, metric: individual_lipschitz, max_increase: 0.05}\n"
+        "individual: {sample_rows: 100}\nstatistics:"))
+    r = run_cli("check", "--policy", policy, "--data", gate_files / "audit.parquet",
+                "--teacher", gate_files / "t.onnx", "--student", gate_files / "s.onnx",
+                "--no-mlflow")
+    assert r.exit_code == 2
+    assert "check 'lip': the models read text" in r.stderr
