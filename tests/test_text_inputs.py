@@ -368,7 +368,7 @@ def test_without_tokenizers_a_text_policy_is_a_usage_error(tok: Tokenizer,
 
 
 def test_wrong_tokenizer_for_the_model_exits_3(run_cli, gate_files: Path, tmp_path: Path) -> None:
-    big = train_tokenizer(comments(400, seed=9).comment.tolist() + ["zzz yyy xxx www vvv"],
+    big = train_tokenizer([*comments(400, seed=9).comment.tolist(), "zzz yyy xxx www vvv"],
                           pad_id=1, vocab_size=400)
     big.save(str(tmp_path / "tok.json"))
     policy = tmp_path / "p.yaml"
