@@ -264,9 +264,19 @@ def test_gate_counts_what_the_models_decide(run_cli, gate_files: Path) -> None:
     assert "tok.json (sha256 " in r.stdout
 
 
-def test_report_does_not_depend_on_the_batch_size(run_cli, gate_files: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("padding", ["max_length", "longest"])
+def test_report_does_not_depend_on_the_batch_size(run_cli, gate_files: Path, tmp_path: Path,
+                                                  padding: str) -> None:
+    """Padding to the longest row changes a row's padding with its batch; the masked mean of
+    these models ignores it, so the report is the same too."""
+    (tmp_path / "tok.json").write_bytes((gate_files / "tok.json").read_bytes())
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(max_length=32, padding=f", padding: {padding}"))
+
     def body(out: str, batch: str) -> dict:
-        r = _check(run_cli, gate_files, "--out", str(tmp_path / out), "--batch-size", batch)
+        r = run_cli("check", "--policy", policy, "--data", gate_files / "audit.parquet",
+                    "--teacher", gate_files / "t.onnx", "--student", gate_files / "s.onnx",
+                    "--no-mlflow", "--out", str(tmp_path / out), "--batch-size", batch)
         assert r.exit_code in (0, 1), r.stderr
         report = json.loads((tmp_path / out / "report.json").read_text())
         report.pop("run")
@@ -395,3 +405,20 @@ def test_distance_metrics_need_features_with_text_models(run_cli, gate_files: Pa
                 "--no-mlflow")
     assert r.exit_code == 2
     assert "check 'lip': the models read text" in r.stderr
+
+
+def test_teacher_and_student_with_one_tokenizer_share_the_encoding(tmp_path: Path,
+                                                                    tok: Tokenizer) -> None:
+    from fairgate.engine.batch import _shared_matrix
+    from fairgate.inputs.text import Encoded
+
+    t = predictor(text_model(tmp_path / "t.onnx", tok), settings(tok, 12))
+    s = predictor(text_model(tmp_path / "s.onnx", tok, seed=1), settings(tok, 12))
+    other = predictor(tmp_path / "s.onnx", settings(tok, 10))
+    batch = pa.RecordBatch.from_pydict({"comment": ["good work", "he was late"]})
+    shared = _shared_matrix(s, t, batch, 0)
+    assert isinstance(shared["matrix"], Encoded)
+    assert _shared_matrix(other, t, batch, 0) == {}
+    fed = t._feeds(batch, 0, shared["matrix"])
+    own = t._feeds(batch, 0)
+    assert {k: v.tolist() for k, v in fed.items()} == {k: v.tolist() for k, v in own.items()}

@@ -203,7 +203,12 @@ class OnnxPredictor:
 
     def _plan_kind_inputs(self, proto: Any) -> None:
         """Text, tensor or image inputs: which graph input each feeds, every input checked."""
-        from fairgate.inputs.text import TextSettings, plan_text_inputs, tensor_type
+        from fairgate.inputs.text import (
+            TensorSettings,
+            TextSettings,
+            plan_text_inputs,
+            tensor_type,
+        )
 
         where, s = self._where, self.inputs
         self._matrix = False
@@ -213,7 +218,7 @@ class OnnxPredictor:
             self._kind_feeds = plan_text_inputs(self._inputs, self._encoder, proto, where)
             return
         names = [n for n, _, _ in self._inputs]
-        key = "tensor" if not hasattr(s, "size") else "image"
+        key = "tensor" if isinstance(s, TensorSettings) else "image"
         if s.input is not None and s.input not in names:
             raise ModelError(f"{where}: model.inputs.{key}.input {s.input!r} is not a graph "
                              f"input ({', '.join(names)})")
@@ -247,17 +252,25 @@ class OnnxPredictor:
     def matrix_signature(self) -> tuple[Any, ...] | None:
         """What the feature matrix depends on: two models with the same signature read the
         same matrix, which is then built once a batch. None for per-column inputs."""
+        from fairgate.inputs.text import TextSettings
+
+        if isinstance(self.inputs, TextSettings):  # one tokenizer, one encoding a batch
+            s = self.inputs
+            return ("text", s.column, s.sha256, s.max_length, s.padding)
         if not self._matrix:
             return None
         _, typ, _ = self._inputs[0]
         return (self.columns, typ, self.missing == "pass" and typ in _CAN_BE_NAN)
 
-    def matrix(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
-        """The [rows, features] input of a matrix model, in the input's element type.
+    def matrix(self, batch: pa.RecordBatch, offset: int) -> Any:
+        """The [rows, features] input of a matrix model, in the input's element type (for a
+        text model, the batch's encodings).
 
         Each column is written straight into one preallocated matrix (no float64 stack),
         and NaN is looked for once, over the whole matrix.
         """
+        if self.inputs is not None:
+            return self._encoded(batch, offset)
         _, typ, _ = self._inputs[0]
         nan_ok = self.missing == "pass" and typ in _CAN_BE_NAN
         cols = [_column(batch, c, self.role, offset, nan_ok, typ) for c in self.columns]
@@ -277,7 +290,7 @@ class OnnxPredictor:
             name = self._inputs[0][0]
             return {name: self.matrix(batch, offset) if matrix is None else matrix}
         if self.inputs is not None:
-            return self._kind_inputs(batch, offset)
+            return self._kind_inputs(batch, offset, matrix)
         feeds = {}
         for name, typ, shape in self._inputs:
             if typ == "tensor(string)":
@@ -292,25 +305,31 @@ class OnnxPredictor:
             feeds[name] = arr.reshape(-1, 1) if len(shape) == 2 else arr
         return feeds
 
-    def _kind_inputs(self, batch: pa.RecordBatch, offset: int) -> dict[str, np.ndarray]:
-        from fairgate.inputs.text import TextSettings, tensor_matrix
+    def _encoded(self, batch: pa.RecordBatch, offset: int) -> Any:
+        if self._encoder is None:
+            self._encoder = _text_encoder(self.inputs, self._where)
+        return self._encoder.encode(batch.column(self.inputs.column), offset)
+
+    def _kind_inputs(self, batch: pa.RecordBatch, offset: int,
+                     shared: Any = None) -> dict[str, np.ndarray]:
+        """Text, tensor or image feeds; ``shared``: the batch's encodings when another model
+        with the same tokenizer made them."""
+        from fairgate.inputs.text import TensorSettings, TextSettings, tensor_matrix
 
         s = self.inputs
         col = batch.column(s.column)
         if isinstance(s, TextSettings):
-            if self._encoder is None:
-                self._encoder = _text_encoder(s, self._where)
-            encoded = self._encoder.encode(col, offset)
+            encoded = shared if shared is not None else self._encoded(batch, offset)
             return {name: encoded[name].astype(dtype, copy=False)
                     for name, dtype in self._kind_feeds}
         name, dtype = self._kind_feeds[0]
         shape = next(i[2] for i in self._inputs if i[0] == name)
-        if hasattr(s, "size"):
-            from fairgate.inputs.image import decode_images
+        if isinstance(s, TensorSettings):
+            return {name: tensor_matrix(col, s.column, offset, shape[1], dtype)}
+        from fairgate.inputs.image import decode_images
 
-            return {name: decode_images(col, s, root=self.data_root, offset=offset).astype(
-                dtype, copy=False)}
-        return {name: tensor_matrix(col, s.column, offset, shape[1], dtype)}
+        return {name: decode_images(col, s, root=self.data_root, offset=offset).astype(
+            dtype, copy=False)}
 
     # ------------------------------------------------------------------ outputs
 
@@ -404,7 +423,7 @@ class OnnxPredictor:
 
     def _describe_inputs(self) -> dict[str, Any]:
         """report.json ``inputs.<model>.text|tensor|image``: how rows became the graph's inputs."""
-        from fairgate.inputs.text import TextSettings
+        from fairgate.inputs.text import TensorSettings, TextSettings
 
         s = self.inputs
         fed = [name for name, _ in self._kind_feeds]
@@ -412,11 +431,11 @@ class OnnxPredictor:
             if self._encoder is None:
                 self._encoder = _text_encoder(s, self._where)
             return {"text": {**self._encoder.describe(), "feeds": fed}}
-        if hasattr(s, "size"):
-            return {"image": {"column": s.column, "size": list(s.size), "mean": list(s.mean),
-                              "std": list(s.std), "layout": s.layout, "channels": s.channels,
-                              "scale": s.scale, "resample": s.resample, "feeds": fed[0]}}
-        return {"tensor": {"column": s.column, "feeds": fed[0]}}
+        if isinstance(s, TensorSettings):
+            return {"tensor": {"column": s.column, "feeds": fed[0]}}
+        return {"image": {"column": s.column, "size": list(s.size), "mean": list(s.mean),
+                          "std": list(s.std), "layout": s.layout, "channels": s.channels,
+                          "scale": s.scale, "resample": s.resample, "feeds": fed[0]}}
 
 
 #: Tokenizers made in this process, by content and settings (a worker's later tasks reuse them).

@@ -107,8 +107,9 @@ class TextEncoder:
         self.tokenizer = tok
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, col: pa.Array | pa.ChunkedArray, offset: int) -> dict[str, np.ndarray]:
-        """``input_ids``, ``attention_mask`` and ``token_type_ids`` of a batch, [N, S] int64."""
+    def encode(self, col: pa.Array | pa.ChunkedArray, offset: int) -> Encoded:
+        """The batch's encodings: ``input_ids``, ``attention_mask`` and ``token_type_ids``,
+        each [N, S] int64 when first asked for."""
         column = self.settings.column
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
             raise DataError(f"text column {column!r} has type {col.type}; text inputs need "
@@ -117,15 +118,9 @@ class TextEncoder:
             first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise DataError(f"text column {column!r} has {col.null_count} missing value(s), "
                             f"first at row {offset + first}")
-        texts = col.to_pylist()
-        if not texts:
-            return {name: np.zeros((0, 0), dtype=np.int64) for name in TEXT_OUTPUTS}
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
-        return {
-            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-        }
+        # encode_batch_fast: the same ids and masks without character offsets (~25% faster)
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        return Encoded(encode(col.to_pylist(), add_special_tokens=True))
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
@@ -137,6 +132,30 @@ class TextEncoder:
                                "direction": truncation.get("direction")},
                 "padding": {"to": s.padding, "pad_id": self.pad_id, "pad_token": self.pad_token,
                             "direction": padding.get("direction")}}
+
+
+_ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask",
+                    "token_type_ids": "type_ids"}
+
+
+class Encoded:
+    """A batch's encodings, made into [N, S] int64 arrays on first use: a graph without
+    ``token_type_ids`` never pays for them, and a teacher and student with the same tokenizer
+    share one encoding (two threads may both make an array; they make the same one)."""
+
+    def __init__(self, encodings: list[Any]) -> None:
+        self.encodings = encodings
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        out = self._arrays.get(name)
+        if out is None:
+            attr = _ENCODING_FIELDS[name]
+            out = np.array([getattr(e, attr) for e in self.encodings], dtype=np.int64)
+            if not self.encodings:
+                out = out.reshape(0, 0)
+            self._arrays[name] = out
+        return out
 
 
 def _pad_of(tok: Any, where: str) -> tuple[int, str, dict[str, Any]]:
