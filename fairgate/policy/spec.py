@@ -135,9 +135,6 @@ class ModelInputs(_Strict):
 class _ModelFields(_Strict):
     """Settings that may be shared by every model or given per model."""
 
-    inputs: ModelInputs | None = Field(
-        None, description="Text, image or tensor inputs (instead of features); a model's own "
-        "inputs replace the shared ones as a whole.")
 
     features: list[str] | None = Field(
         None, description="Input columns, in order, of a model with one matrix input.")
@@ -157,6 +154,9 @@ class _ModelFields(_Strict):
     missing: Literal["refuse", "pass"] | None = Field(
         None, description="NaN or missing feature values: refuse (default), or pass them to a "
         "model that imputes (float inputs only).")
+    inputs: ModelInputs | None = Field(
+        None, description="Text, image or tensor inputs (instead of features); a model's own "
+        "inputs replace the shared ones as a whole.")
 
 
 class ModelOverride(_ModelFields):
@@ -506,7 +506,8 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
             elif (metric is not None and metric.name == "counterfactual_flip_rate"
                   and not isinstance(_dict(individual).get("counterfactual"), dict)):
                 errs.append((("checks", i, "metric"), "counterfactual_flip_rate needs "
-                             "individual.counterfactual (the column and its values)"))
+                             "individual.counterfactual (a column and its values, or a text "
+                             "column and its terms)"))
     ind = _dict(individual)
     errs += _counterfactual_errors(ind.get("counterfactual"))
     k, rows = ind.get("k", 5), ind.get("sample_rows", 20_000)
