@@ -269,7 +269,7 @@ class OnnxPredictor:
         Each column is written straight into one preallocated matrix (no float64 stack),
         and NaN is looked for once, over the whole matrix.
         """
-        if self.inputs is not None:
+        if self.inputs is not None:  # a text model (the only kind with a signature)
             return self._encoded(batch, offset)
         _, typ, _ = self._inputs[0]
         nan_ok = self.missing == "pass" and typ in _CAN_BE_NAN
