@@ -48,6 +48,7 @@ from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
 from fairgate.inputs.outputs import ReadSettings
 from fairgate.inputs.sources import ModelFiles, ModelSource, model_source
 from fairgate.policy import Check, LoadedPolicy, Policy, load_policy
+from fairgate.policy.spec import CounterfactualSpec, ModelInputs
 from fairgate.report.json import num
 
 #: A model as given: a path, text (a path or an MLflow URI, see inputs/sources.py), parsed,
@@ -110,13 +111,38 @@ def groupings_of(policy: Policy) -> list[Grouping]:
     return out
 
 
-def _predictors(req: GateRequest, policy: Policy, files: ModelFiles,
+def input_settings(spec: ModelInputs, loaded: LoadedPolicy, role: str) -> Any:
+    """A model's text, tensor or image settings, files relative to the policy read here."""
+    from fairgate.inputs.text import TensorSettings, TextSettings, read_tokenizer
+
+    if spec.text is not None:
+        t = spec.text
+        own = getattr(loaded.policy.model, role.replace(" ", "_"))
+        at = ("model", role.replace(" ", "_")) if own is not None and own.inputs else ("model",)
+        key = ".".join((*at, "inputs", "text", "tokenizer"))
+        text = read_tokenizer(loaded.path.parent / t.tokenizer,
+                              f"{loaded.path}:{loaded.line_of((*at, 'inputs', 'text', 'tokenizer'))}"
+                              f": {key} {t.tokenizer}")
+        return TextSettings(t.column, t.tokenizer, text, t.max_length, t.padding)
+    if spec.tensor is not None:
+        return TensorSettings(spec.tensor.column, spec.tensor.input)
+    assert spec.image is not None
+    from fairgate.inputs.image import ImageSettings
+
+    i = spec.image
+    return ImageSettings(column=i.column, size=(i.size[0], i.size[1]), mean=tuple(i.mean),
+                         std=tuple(i.std), layout=i.layout, channels=i.channels, scale=i.scale,
+                         resample=i.resample, input=i.input)
+
+
+def _predictors(req: GateRequest, loaded: LoadedPolicy, files: ModelFiles,
                  described: dict[str, dict[str, Any]],
                  ) -> tuple[Predictor, Predictor, Predictor | None]:
     """A predictor per model: an ONNX file (a path, or an MLflow URI resolved to one by
     ``files``) or a column of precomputed predictions, each read with its own settings
     (teachers and students are often exported differently). ``described`` receives what
     report.json records of each model's file and source, by role."""
+    policy = loaded.policy
     multi = policy.multiclass is not None
     if (req.reference_student or req.reference_scores) and not multi:
         raise UsageError("a reference student is compared class by class: it needs a multi-class "
@@ -138,7 +164,8 @@ def _predictors(req: GateRequest, policy: Policy, files: ModelFiles,
                             positive_label=policy.audit.positive_label,
                             positive_class=s.positive_class, positive_column=s.positive_column,
                             classes=classes, classes_from=classes_from, multiclass=multi)
-        predictor = OnnxPredictor(role, local.path, s.features, read, s.missing)
+        inputs = (input_settings(s.inputs, loaded, role) if s.inputs is not None else None)
+        predictor = OnnxPredictor(role, local.path, s.features, read, s.missing, inputs)
         described[role] = local.describe()  # after loading: its errors name the file first
         return predictor
 
@@ -182,10 +209,10 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
         loaded = replace(loaded, policy=policy)
     t0 = time.perf_counter()
     described: dict[str, dict[str, Any]] = {}
-    teacher, student, reference = _predictors(req, policy, files, described)
+    teacher, student, reference = _predictors(req, loaded, files, described)
     models = [p for p in (teacher, student, reference) if p is not None]
     if policy.individual is not None and policy.individual.counterfactual is not None:
-        _check_counterfactual(policy.individual.counterfactual.column, teacher, student)
+        _check_counterfactual(policy.individual.counterfactual, teacher, student)
     groupings = report_groupings(policy)
     audit = policy.audit
     spurious = None
@@ -384,12 +411,25 @@ def _individual_features(policy: Policy, teacher: Predictor, student: Predictor)
     if ind.features is not None:
         features = list(ind.features)
     else:
-        inputs = [c for p in (teacher, student) if isinstance(p, OnnxPredictor) for c in p.columns]
+        onnx = [p for p in (teacher, student) if isinstance(p, OnnxPredictor)]
+        inputs = [c for p in onnx if p.inputs is None for c in p.columns]
         features = [c for c in dict.fromkeys(inputs) if c not in policy.audit.sensitive]
+        if not features and onnx and all(p.inputs is not None for p in onnx):
+            # texts, images and tensors have no distance here: only the counterfactual runs
+            distance = [c.id for c in policy.checks if c.metric in DISTANCE_METRICS]
+            if distance:
+                raise UsageError(f"check {distance[0]!r}: the models read text, image or tensor "
+                                 "inputs, which have no distance; list numeric distance "
+                                 "features under individual.features")
+            return []
         if not features:
             raise UsageError("individual fairness needs distance features: list them under "
                              "individual.features (precomputed scores carry no model inputs)")
     return list(dict.fromkeys(features))
+
+
+#: Individual-fairness metrics that compare rows by their distance (individual.features).
+DISTANCE_METRICS = ("individual_lipschitz", "knn_consistency")
 
 
 def individual_values(
@@ -401,28 +441,31 @@ def individual_values(
     assert ind is not None
     seed, conf = policy.statistics.seed, policy.statistics.confidence
     cf = ind.counterfactual
-    z = embed(sample.table, features, ind.categorical)
-    ex = sample.extra
-    lip = lipschitz(z, ex["teacher_score"], ex["student_score"], pairs=ind.pairs, seed=seed)
-    knn = knn_consistency(z, ex["teacher_decision"].astype(np.float64),
-                          ex["student_decision"].astype(np.float64), k=ind.k,
-                          queries=ind.queries, seed=seed)
-    out = {
-        MetricKey("individual_lipschitz", None): paired_value(
-            MetricKey("individual_lipschitz", None), lip.paired, conf),
-        MetricKey("knn_consistency", None): paired_value(
-            MetricKey("knn_consistency", None), knn.paired, conf),
-    }
-    details: dict[str, Any] = {
-        "rows_sampled": len(sample.rows), "rows_seen": sample.seen,
-        "features": {"numeric": list(z.numeric), "categorical": list(z.categorical),
-                     "dropped_constant": list(z.constant)},
-        "lipschitz": {"pairs_drawn": lip.pairs_drawn, "pairs_used": lip.pairs_used,
-                      "exact": lip.exact, "zero_distance_pairs": lip.zero_distance_pairs,
-                      "zero_distance_conflicts": list(lip.zero_distance_conflicts)},
-        "knn": {"k": knn.k, "queries": knn.queries, "reference_rows": knn.reference},
-    }
-    if cf is not None:
+    out: dict[MetricKey, MetricValue] = {}
+    details: dict[str, Any] = {"rows_sampled": len(sample.rows), "rows_seen": sample.seen}
+    if features:  # none: text, image or tensor models, the counterfactual alone
+        z = embed(sample.table, features, ind.categorical)
+        ex = sample.extra
+        lip = lipschitz(z, ex["teacher_score"], ex["student_score"], pairs=ind.pairs, seed=seed)
+        knn = knn_consistency(z, ex["teacher_decision"].astype(np.float64),
+                              ex["student_decision"].astype(np.float64), k=ind.k,
+                              queries=ind.queries, seed=seed)
+        out[MetricKey("individual_lipschitz", None)] = paired_value(
+            MetricKey("individual_lipschitz", None), lip.paired, conf)
+        out[MetricKey("knn_consistency", None)] = paired_value(
+            MetricKey("knn_consistency", None), knn.paired, conf)
+        details.update({
+            "features": {"numeric": list(z.numeric), "categorical": list(z.categorical),
+                         "dropped_constant": list(z.constant)},
+            "lipschitz": {"pairs_drawn": lip.pairs_drawn, "pairs_used": lip.pairs_used,
+                          "exact": lip.exact, "zero_distance_pairs": lip.zero_distance_pairs,
+                          "zero_distance_conflicts": list(lip.zero_distance_conflicts)},
+            "knn": {"k": knn.k, "queries": knn.queries, "reference_rows": knn.reference},
+        })
+    if cf is not None and cf.text is not None:
+        out.update(_text_flip_values(cf, sample, teacher, student, conf, details))
+    elif cf is not None:
+        assert cf.column is not None and cf.values is not None
         flips = counterfactual_flips(sample.batch(), cf.column, cf.values,
                                      lambda b: teacher.decide(b, 0),
                                      lambda b: student.decide(b, 0))
@@ -437,13 +480,58 @@ def individual_values(
     return out, details
 
 
-def _check_counterfactual(column: str, teacher: Predictor, student: Predictor) -> None:
+def _text_flip_values(cf: CounterfactualSpec, sample: SampledRows, teacher: Predictor,
+                      student: Predictor, conf: float,
+                      details: dict[str, Any]) -> dict[MetricKey, MetricValue]:
+    """counterfactual_flip_rate of a text probe, and its per-substitution rates in
+    ``details["counterfactual"]`` (most flipping first, then in the policy's order)."""
+    from fairgate.core.individual import text_counterfactual_flips
+    from fairgate.inputs.text_swap import substitutions
+
+    assert cf.text is not None
+    rewrites = substitutions(cf.swap, cf.groups)
+    flips = text_counterfactual_flips(sample.batch(), cf.text, rewrites,
+                                      lambda b: teacher.decide(b, 0),
+                                      lambda b: student.decide(b, 0))
+    key = MetricKey("counterfactual_flip_rate", None)
+    rows: list[dict[str, Any]] = []
+    for r in rewrites:
+        n, p = flips.by_substitution[r.label]
+        rows.append({"from": r.source, "to": r.target, "rows": n, "teacher": num(p.teacher.value),
+                     "student": None if p.student is None else num(p.student.value)})
+    order = sorted(range(len(rows)), key=lambda i: (-_rate(rows[i]["student"]),
+                                                    -_rate(rows[i]["teacher"]), i))
+    details["counterfactual"] = {
+        "text": flips.column, "terms_from": "file" if cf.file else
+        ("swap" if cf.swap else "groups"), "rows": flips.rows,
+        "rows_with_terms": flips.rows_with_terms,
+        "substitutions": [rows[i] for i in order]}
+    if cf.file:
+        details["counterfactual"]["file"] = cf.file
+    return {key: paired_value(key, flips.overall, conf)}
+
+
+def _rate(x: float | None) -> float:
+    return -1.0 if x is None else x
+
+
+def _check_counterfactual(cf: CounterfactualSpec, teacher: Predictor, student: Predictor) -> None:
     """Flipping a column that no model reads cannot change a decision: a flip rate of 0 there
     would pass the check without measuring anything."""
     onnx = [p for p in (teacher, student) if isinstance(p, OnnxPredictor)]
     if len(onnx) < 2:
         raise UsageError("counterfactual_flip_rate needs ONNX models (--teacher/--student), "
                          "not precomputed scores")
+    if cf.text is not None:
+        from fairgate.inputs.text import TextSettings
+
+        if not any(isinstance(p.inputs, TextSettings) and p.inputs.column == cf.text
+                   for p in onnx):
+            raise ModelError(f"individual.counterfactual.text {cf.text!r} is not the text input "
+                             "of either model (model.inputs.text.column), so no decision can "
+                             "flip; name the text column a model reads")
+        return
+    column = cf.column
     if not any(column in p.columns for p in onnx):
         inputs = "; ".join(f"{p.role} reads {', '.join(p.columns)}" for p in onnx)
         raise ModelError(f"individual.counterfactual.column {column!r} is not an input of either "
@@ -555,7 +643,7 @@ def plan_audit(req: PlanRequest) -> Any:
     q = DEFAULT_DISAGREEMENT if req.disagreement is None else req.disagreement
     if not 0.0 < q <= 1.0:
         raise UsageError(f"--disagreement must be in (0, 1], got {q:g}")
-    teacher = _plan_teacher(req, policy)
+    teacher = _plan_teacher(req, loaded)
     groupings = groupings_of(policy)
     # the gate's own counting pass on the local engine, the teacher in both seats and no row
     # samples; plan_counts then assumes the student's disagreement
@@ -570,7 +658,8 @@ def plan_audit(req: PlanRequest) -> Any:
                        "(--disagreement)")
 
 
-def _plan_teacher(req: PlanRequest, policy: Policy) -> Predictor:
+def _plan_teacher(req: PlanRequest, loaded: LoadedPolicy) -> Predictor:
+    policy = loaded.policy
     s = policy.model.for_role("teacher")
     if req.teacher_scores is not None:
         return ColumnPredictor("teacher", req.teacher_scores, s.threshold, False, None, "")
@@ -579,4 +668,5 @@ def _plan_teacher(req: PlanRequest, policy: Policy) -> Predictor:
                         positive_label=policy.audit.positive_label,
                         positive_class=s.positive_class, positive_column=s.positive_column,
                         classes=None, classes_from="", multiclass=False)
-    return OnnxPredictor("teacher", req.teacher, s.features, read, s.missing)
+    inputs = input_settings(s.inputs, loaded, "teacher") if s.inputs is not None else None
+    return OnnxPredictor("teacher", req.teacher, s.features, read, s.missing, inputs)

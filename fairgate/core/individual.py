@@ -41,7 +41,7 @@ import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -702,3 +702,81 @@ def counterfactual_flips(batch: pa.RecordBatch | pa.Table, column: str, values: 
 def _with_array(batch: pa.RecordBatch, column: str, array: pa.Array) -> pa.RecordBatch:
     idx = batch.schema.get_field_index(column)
     return batch.set_column(idx, pa.field(column, array.type), array)
+
+
+@dataclass(frozen=True)
+class TextFlips:
+    """Share of rows whose decision changes when sensitive terms in a text are swapped."""
+
+    column: str
+    rows: int  # sampled rows
+    rows_with_terms: int  # sampled rows holding at least one term
+    overall: Paired  # over rows with a term: a row flips if any substitution changes it
+    by_substitution: dict[str, tuple[int, Paired]]  # "a → b": (rows holding a, flip rate)
+
+
+class Rewrite(Protocol):
+    """One substitution (fairgate/inputs/text_swap.py): its label, where it applies, how."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    def found(self, text: str) -> bool: ...
+
+    def apply(self, text: str) -> str: ...
+
+
+def text_counterfactual_flips(batch: pa.RecordBatch | pa.Table, column: str,
+                              rewrites: Sequence[Rewrite], teacher: Decide,
+                              student: Decide | None = None) -> TextFlips:
+    """Decide every row as it is and, for each substitution ``a → b``, the rows holding
+    ``a`` with it replaced (only that column changes). A substitution's flip rate is over
+    the rows holding ``a``; the overall rate over the rows holding any term, a row flipping
+    if any of its substitutions changes its decision. Rows without a term cannot flip and
+    are not counted: a sample without any term is undefined, never a pass."""
+    if isinstance(batch, pa.Table):
+        table = batch.combine_chunks()
+        batches = table.to_batches()
+        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    if column not in batch.schema.names:
+        raise DataError(f"counterfactual text column {column!r} is not in the sampled rows "
+                        f"(columns: {', '.join(batch.schema.names)})")
+    col = batch.column(column)
+    if col.null_count:
+        raise DataError(f"counterfactual text column {column!r} has {col.null_count} missing "
+                        "value(s) in the sampled rows")
+    texts = [str(t) for t in col.to_pylist()]
+    typ = col.type
+    deciders = [("teacher", teacher)] + ([("student", student)] if student is not None else [])
+    n = batch.num_rows
+    holds = np.zeros((len(rewrites), n), dtype=bool)
+    flips = np.zeros((len(deciders), len(rewrites), n), dtype=bool)  # [model, rewrite, row]
+    changed = []
+    for ri, r in enumerate(rewrites):
+        rows = np.array([i for i, t in enumerate(texts) if r.found(t)], dtype=np.int64)
+        holds[ri, rows] = True
+        new = pa.array([r.apply(texts[i]) for i in rows], type=typ)
+        changed.append((rows, _with_array(batch.take(pa.array(rows)), column, new)
+                        if rows.size else None))
+    for mi, (role, decide) in enumerate(deciders):
+        base = _decisions(decide, batch, role)
+        for ri, (rows, probe) in enumerate(changed):
+            if probe is not None:
+                flips[mi, ri, rows] = _decisions(decide, probe, role) != base[rows]
+
+    def paired(mask: np.ndarray, per_row: np.ndarray, what: str) -> Paired:
+        terms = [per_row[mi, mask].astype(np.float64) for mi in range(len(deciders))]
+        ests = [_terms_estimate(t, f"no sampled row {what}") for t in terms]
+        if len(terms) == 2:
+            ests.append(_terms_estimate(terms[1] - terms[0], f"no sampled row {what}"))
+        return _paired(ests)
+
+    any_term = np.asarray(holds.any(axis=0))
+    overall = paired(any_term, np.asarray(flips.any(axis=1)), f"of {column} holds a term to swap")
+    by = {r.label: (int(holds[ri].sum()), paired(holds[ri], flips[:, ri, :],
+                                                 f"of {column} holds {r.source!r}"))
+          for ri, r in enumerate(rewrites)}
+    return TextFlips(column, n, int(any_term.sum()), overall, by)

@@ -22,7 +22,7 @@ from fairgate.engine.batch import CountResult, MulticlassPlan, PassSpec, SampleS
 from fairgate.errors import UsageError
 from fairgate.inputs.audit import AuditSet, LabelSpec, column_roles
 from fairgate.inputs.memory import InMemoryTable
-from fairgate.inputs.model import Predictor
+from fairgate.inputs.model import OnnxPredictor, Predictor
 from fairgate.policy import Policy
 
 Engine = Literal["local", "spark"]
@@ -62,8 +62,9 @@ def pass_spec(policy: Policy, groupings: Sequence[Grouping], models: Sequence[Pr
     if policy.individual is not None:
         ind = policy.individual
         wanted = list(features)
-        if ind.counterfactual is not None:
-            wanted = list(dict.fromkeys([*wanted, ind.counterfactual.column]))
+        cf = ind.counterfactual
+        if cf is not None:
+            wanted = list(dict.fromkeys([*wanted, cf.text or cf.column or ""]))
         columns += wanted
         sample = SampleSpec(ind.sample_rows, seed, tuple(dict.fromkeys(
             [*wanted, *teacher.columns, *student.columns])))
@@ -87,6 +88,14 @@ def pass_spec(policy: Policy, groupings: Sequence[Grouping], models: Sequence[Pr
         max_groups=audit.max_groups)
 
 
+def _set_data_root(models: Sequence[Predictor | None], root: str | None) -> None:
+    """Image paths in the audit set are relative to its folder: tell the models that read
+    them (an in-memory audit set has none, so a path column there is refused)."""
+    for m in models:
+        if isinstance(m, OnnxPredictor):
+            m.data_root = Path(root) if root is not None else None
+
+
 def wants_scores(policy: Policy) -> bool:
     from fairgate.core.metrics import CATALOGUE
 
@@ -101,6 +110,9 @@ def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequenc
 
     roles = column_roles(policy.audit.label, policy.audit.sensitive,
                          policy.audit.spurious.attribute if policy.audit.spurious else None)
+    # text and image-path columns are read as text from CSV, whatever they look like
+    text_columns = tuple(dict.fromkeys([*policy.audit.sensitive, *(
+        m.inputs.column for m in models if isinstance(m, OnnxPredictor) and m.inputs is not None)]))
     if isinstance(data, InMemoryTable):  # the Python API: a DataFrame or an Arrow table
         from fairgate.engine.local import count_local
         from fairgate.inputs.memory import require_local, table_audit_set
@@ -114,8 +126,9 @@ def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequenc
         from fairgate.engine.spark import count_spark
 
         source = discover(data, remote_ok=True)
+        _set_data_root(models, source.root)
         result, info, engine = count_spark(source, spec, models, batch_rows, roles,
-                                           tuple(policy.audit.sensitive), options)
+                                           text_columns, options)
         return result, {**info, "rows": result.rows}, engine
     from fairgate.engine.local import count_local
 
@@ -123,8 +136,9 @@ def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequenc
     if source.kind == "table":
         raise UsageError(f"--data {source.given}: catalog tables are read by Spark; add "
                          "--engine spark")
+    _set_data_root(models, source.root)
     audit = AuditSet(source, spec.columns, spec.column_types, batch_rows,
-                     text_columns=tuple(policy.audit.sensitive), roles=roles)
+                     text_columns=text_columns, roles=roles)
     progress = None
     if options.progress:
         from fairgate.report.progress import Progress

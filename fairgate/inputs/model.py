@@ -92,6 +92,8 @@ class OnnxPredictor:
     features: tuple[str, ...] | None
     read: ReadSettings = field(default_factory=ReadSettings)
     missing: Missing = "refuse"
+    # text, image or tensor inputs (policy model.inputs) instead of scalar feature columns
+    inputs: Any = None  # TextSettings | TensorSettings | ImageSettings | None
     columns: tuple[str, ...] = field(init=False)
     _session: Any = field(init=False, repr=False)
     _plan: Plan = field(init=False)
@@ -101,12 +103,20 @@ class OnnxPredictor:
     _model_bytes: bytes | None = field(init=False, repr=False)
     batch_coupled: tuple[str, ...] = field(init=False)  # ops that mix rows of a batch
     ort_threads: int | None = field(default=None, init=False, repr=False)  # where it is rebuilt
+    # the audit set's folder, where image paths start (set by the engine; None in memory)
+    data_root: Path | None = field(default=None, init=False)
+    _encoder: Any = field(default=None, init=False, repr=False)  # text: a TextEncoder
+    _kind_feeds: list[tuple[str, Any]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self._session, facts, self._model_bytes, self.batch_coupled = _load_session(
+        self._session, facts, self._model_bytes, self.batch_coupled, proto = _load_session(
             self.role, self.path)
         self._inputs = [(i.name, i.type, list(i.shape)) for i in self._session.get_inputs()]
-        self._plan_inputs()
+        if self.inputs is None:
+            self._plan_inputs()
+        else:
+            self._plan_kind_inputs(proto)
+        del proto
         outputs = [Output(o.name, o.type, _declared_shape(o.shape), facts.get(o.name, OutputFacts(o.name)))
                    for o in self._session.get_outputs()]
         self._plan = plan_output(outputs, self.read, self._where)
@@ -122,6 +132,7 @@ class OnnxPredictor:
         session is made again where it lands, once per worker process."""
         state = dict(self.__dict__)
         state["_session"] = None
+        state["_encoder"] = None  # made again from the tokenizer's text where it lands
         if state["_model_bytes"] is None:
             state["_model_bytes"] = _embedded_bytes(self.role, self.path)
         return state
@@ -190,7 +201,44 @@ class OnnxPredictor:
             )
         self.columns = names
 
+    def _plan_kind_inputs(self, proto: Any) -> None:
+        """Text, tensor or image inputs: which graph input each feeds, every input checked."""
+        from fairgate.inputs.text import (
+            TensorSettings,
+            TextSettings,
+            plan_text_inputs,
+            tensor_type,
+        )
+
+        where, s = self._where, self.inputs
+        self._matrix = False
+        self.columns = (s.column,)
+        if isinstance(s, TextSettings):
+            self._encoder = _text_encoder(s, where)
+            self._kind_feeds = plan_text_inputs(self._inputs, self._encoder, proto, where)
+            return
+        names = [n for n, _, _ in self._inputs]
+        key = "tensor" if isinstance(s, TensorSettings) else "image"
+        if s.input is not None and s.input not in names:
+            raise ModelError(f"{where}: model.inputs.{key}.input {s.input!r} is not a graph "
+                             f"input ({', '.join(names)})")
+        if s.input is None and len(names) != 1:
+            raise ModelError(f"{where}: the graph has {len(names)} inputs ({', '.join(names)}); "
+                             f"name the one column {s.column!r} feeds in model.inputs.{key}.input")
+        name = s.input or names[0]
+        for other in names:
+            if other != name:
+                raise ModelError(f"{where}: graph input {other!r} is fed by nothing: "
+                                 f"model.inputs.{key} feeds {name!r} only")
+        _, typ, shape = next(i for i in self._inputs if i[0] == name)
+        if key == "tensor":
+            self._kind_feeds = [(name, tensor_type(name, typ, shape, where))]
+        else:
+            self._kind_feeds = [(name, _image_type(name, typ, shape, s, where))]
+
     def column_types(self) -> dict[str, pa.DataType]:
+        if self.inputs is not None:
+            return {}  # text, lists or images: checked per batch, never cast
         if self._matrix:
             return {c: pa.float64() for c in self.columns}
         out = {}
@@ -204,17 +252,25 @@ class OnnxPredictor:
     def matrix_signature(self) -> tuple[Any, ...] | None:
         """What the feature matrix depends on: two models with the same signature read the
         same matrix, which is then built once a batch. None for per-column inputs."""
+        from fairgate.inputs.text import TextSettings
+
+        if isinstance(self.inputs, TextSettings):  # one tokenizer, one encoding a batch
+            s = self.inputs
+            return ("text", s.column, s.sha256, s.max_length, s.padding)
         if not self._matrix:
             return None
         _, typ, _ = self._inputs[0]
         return (self.columns, typ, self.missing == "pass" and typ in _CAN_BE_NAN)
 
-    def matrix(self, batch: pa.RecordBatch, offset: int) -> np.ndarray:
-        """The [rows, features] input of a matrix model, in the input's element type.
+    def matrix(self, batch: pa.RecordBatch, offset: int) -> Any:
+        """The [rows, features] input of a matrix model, in the input's element type (for a
+        text model, the batch's encodings).
 
         Each column is written straight into one preallocated matrix (no float64 stack),
         and NaN is looked for once, over the whole matrix.
         """
+        if self.inputs is not None:  # a text model (the only kind with a signature)
+            return self._encoded(batch, offset)
         _, typ, _ = self._inputs[0]
         nan_ok = self.missing == "pass" and typ in _CAN_BE_NAN
         cols = [_column(batch, c, self.role, offset, nan_ok, typ) for c in self.columns]
@@ -233,6 +289,8 @@ class OnnxPredictor:
         if self._matrix:
             name = self._inputs[0][0]
             return {name: self.matrix(batch, offset) if matrix is None else matrix}
+        if self.inputs is not None:
+            return self._kind_inputs(batch, offset, matrix)
         feeds = {}
         for name, typ, shape in self._inputs:
             if typ == "tensor(string)":
@@ -246,6 +304,32 @@ class OnnxPredictor:
                     _NUMPY_OF_ONNX[typ])
             feeds[name] = arr.reshape(-1, 1) if len(shape) == 2 else arr
         return feeds
+
+    def _encoded(self, batch: pa.RecordBatch, offset: int) -> Any:
+        if self._encoder is None:
+            self._encoder = _text_encoder(self.inputs, self._where)
+        return self._encoder.encode(batch.column(self.inputs.column), offset)
+
+    def _kind_inputs(self, batch: pa.RecordBatch, offset: int,
+                     shared: Any = None) -> dict[str, np.ndarray]:
+        """Text, tensor or image feeds; ``shared``: the batch's encodings when another model
+        with the same tokenizer made them."""
+        from fairgate.inputs.text import TensorSettings, TextSettings, tensor_matrix
+
+        s = self.inputs
+        col = batch.column(s.column)
+        if isinstance(s, TextSettings):
+            encoded = shared if shared is not None else self._encoded(batch, offset)
+            return {name: encoded[name].astype(dtype, copy=False)
+                    for name, dtype in self._kind_feeds}
+        name, dtype = self._kind_feeds[0]
+        shape = next(i[2] for i in self._inputs if i[0] == name)
+        if isinstance(s, TensorSettings):
+            return {name: tensor_matrix(col, s.column, offset, shape[1], dtype)}
+        from fairgate.inputs.image import decode_images
+
+        return {name: decode_images(col, s, root=self.data_root, offset=offset).astype(
+            dtype, copy=False)}
 
     # ------------------------------------------------------------------ outputs
 
@@ -326,6 +410,8 @@ class OnnxPredictor:
         }
         if self._matrix:
             out["features"] = list(self.columns)
+        if self.inputs is not None:
+            out.update(self._describe_inputs())
         if not self.read.multiclass:
             out["threshold"] = self.read.threshold
         if self.missing == "pass":
@@ -333,6 +419,60 @@ class OnnxPredictor:
         if self.batch_coupled:
             out["batch_coupled"] = list(self.batch_coupled)
         return out
+
+
+    def _describe_inputs(self) -> dict[str, Any]:
+        """report.json ``inputs.<model>.text|tensor|image``: how rows became the graph's inputs."""
+        from fairgate.inputs.text import TensorSettings, TextSettings
+
+        s = self.inputs
+        fed = [name for name, _ in self._kind_feeds]
+        if isinstance(s, TextSettings):
+            if self._encoder is None:
+                self._encoder = _text_encoder(s, self._where)
+            return {"text": {**self._encoder.describe(), "feeds": fed}}
+        if isinstance(s, TensorSettings):
+            return {"tensor": {"column": s.column, "feeds": fed[0]}}
+        return {"image": {"column": s.column, "size": list(s.size), "mean": list(s.mean),
+                          "std": list(s.std), "layout": s.layout, "channels": s.channels,
+                          "scale": s.scale, "resample": s.resample, "feeds": fed[0]}}
+
+
+#: Tokenizers made in this process, by content and settings (a worker's later tasks reuse them).
+_ENCODERS: dict[tuple[str, int, str], Any] = {}
+
+
+def _text_encoder(settings: Any, where: str) -> Any:
+    from fairgate.inputs.text import TextEncoder
+
+    key = (settings.sha256, settings.max_length, settings.padding)
+    encoder = _ENCODERS.get(key)
+    if encoder is None or encoder.settings != settings:
+        encoder = _ENCODERS[key] = TextEncoder(settings, where)
+    return encoder
+
+
+_IMAGE_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                "tensor(float16)": np.float16}
+
+
+def _image_type(name: str, typ: str, shape: list[Any], s: Any, where: str) -> Any:
+    """The numpy type of an image input, its declared channels and size checked."""
+    if typ not in _IMAGE_TYPES:
+        raise ModelError(f"{where}: graph input {name!r} is {typ}; images are fed as floats "
+                         "(float, double or float16)")
+    if len(shape) != 4:
+        raise ModelError(f"{where}: graph input {name!r} has shape {shape_text(shape)}; images "
+                         f"are fed as [N, C, H, W] or [N, H, W, C] ({s.layout})")
+    channels = 1 if s.channels == "L" else 3
+    h, w = s.size
+    want = [channels, h, w] if s.layout == "NCHW" else [h, w, channels]
+    for axis, (got, exp) in enumerate(zip(shape[1:], want, strict=True), 1):
+        if isinstance(got, int) and got != exp:
+            raise ModelError(f"{where}: graph input {name!r} has shape {shape_text(shape)}, but "
+                             f"model.inputs.image gives {s.layout} {shape_text(['N', *want])} "
+                             f"(axis {axis}: {got} vs {exp})")
+    return _IMAGE_TYPES[typ]
 
 
 def _declared_shape(shape: Any) -> tuple[Any, ...] | None:
@@ -380,10 +520,11 @@ def _missing(col: pa.Array, name: str, offset: int, typ: str,
 
 
 def _load_session(role: str, path: Path) -> tuple[Any, dict[str, OutputFacts], bytes | None,
-                                                 tuple[str, ...]]:
+                                                 tuple[str, ...], Any]:
     """An onnxruntime session for an untrusted model file, what its graph proves, the bytes
-    the session was made from (None when it read the file: external tensors) and the ops that
-    make a row's output depend on the other rows of its batch.
+    the session was made from (None when it read the file: external tensors), the ops that
+    make a row's output depend on the other rows of its batch, and the parsed proto (for the
+    input checks of text models; dropped once they are made).
 
     The proto is parsed first so that a file that is not ONNX, or an external-data path that
     leaves the model's folder, is refused before onnxruntime opens anything. No custom-op
@@ -405,7 +546,7 @@ def _load_session(role: str, path: Path) -> tuple[Any, dict[str, OutputFacts], b
     coupled = batch_coupled_ops(proto)
     model_bytes = None if has_external else _without_zipmap(proto, facts)
     session = _new_session(where, model_bytes if model_bytes is not None else str(path))
-    return session, facts, model_bytes, coupled
+    return session, facts, model_bytes, coupled, proto
 
 
 #: Ops whose output for a row depends on the other rows of its batch: dynamic quantization

@@ -77,8 +77,64 @@ OutputMode = Literal["auto", "probabilities", "logits", "labels"]
 Roles = ("teacher", "student", "reference_student")
 
 
+class TextInput(_Strict):
+    """A string column tokenized with a Hugging Face ``tokenizer.json`` (fairgate/inputs/text.py)."""
+
+    column: str = Field(description="The text column.")
+    tokenizer: str = Field(description="A Hugging Face tokenizer.json, relative to the policy.")
+    max_length: int = Field(ge=1, le=1_000_000, description="Tokens per row at most: longer "
+                            "rows are truncated by the tokenizer (its own truncation keeps the "
+                            "closing special token). Required: rows longer than the model's "
+                            "position table would fail inside the graph.")
+    padding: Literal["longest", "max_length"] = Field(
+        "longest", description="Pad each batch to its longest row, or every row to max_length.")
+
+
+class ImageInput(_Strict):
+    """An image column (file paths relative to the audit set's folder, or image bytes),
+    decoded and normalized as fairgate/inputs/image.py says."""
+
+    column: str = Field(description="Column of image paths or image bytes.")
+    size: list[int] = Field(min_length=2, max_length=2, description="[H, W] after resizing.")
+    mean: list[float] = Field(min_length=1, max_length=4, description="Per-channel mean.")
+    std: list[float] = Field(min_length=1, max_length=4, description="Per-channel std.")
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    channels: Literal["RGB", "BGR", "L"] = "RGB"
+    scale: float = Field(1 / 255, gt=0.0, description="x * scale before (x - mean) / std.")
+    resample: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"
+    input: str | None = Field(None, description="Graph input fed (default: the only one).")
+
+
+class TensorInput(_Strict):
+    """A list or fixed-size-list column of numbers, fed as one [N, D] input."""
+
+    column: str = Field(description="Column of equal-length lists of numbers.")
+    input: str | None = Field(None, description="Graph input fed (default: the only one).")
+
+
+class ModelInputs(_Strict):
+    """What a model reads when it is not a matrix of scalar columns: exactly one kind."""
+
+    text: TextInput | None = None
+    image: ImageInput | None = None
+    tensor: TensorInput | None = None
+
+    @property
+    def kind(self) -> Literal["text", "image", "tensor"]:
+        for kind in ("text", "image", "tensor"):
+            if getattr(self, kind) is not None:
+                return kind
+        raise AssertionError("validated: exactly one kind")
+
+    @property
+    def column(self) -> str:
+        spec: TextInput | ImageInput | TensorInput = getattr(self, self.kind)
+        return spec.column
+
+
 class _ModelFields(_Strict):
     """Settings that may be shared by every model or given per model."""
+
 
     features: list[str] | None = Field(
         None, description="Input columns, in order, of a model with one matrix input.")
@@ -98,6 +154,9 @@ class _ModelFields(_Strict):
     missing: Literal["refuse", "pass"] | None = Field(
         None, description="NaN or missing feature values: refuse (default), or pass them to a "
         "model that imputes (float inputs only).")
+    inputs: ModelInputs | None = Field(
+        None, description="Text, image or tensor inputs (instead of features); a model's own "
+        "inputs replace the shared ones as a whole.")
 
 
 class ModelOverride(_ModelFields):
@@ -132,7 +191,7 @@ class ModelSpec(_ModelFields):
 
         features = pick("features")
         return ModelSettings(
-            features=tuple(features) if features else None,
+            features=tuple(features) if features else None, inputs=pick("inputs"),
             threshold=pick("threshold"), output=pick("output"), output_name=pick("output_name"),
             positive_class=pick("positive_class"), positive_column=pick("positive_column"),
             missing=pick("missing"),
@@ -144,6 +203,7 @@ class ModelSettings:
     """One model's resolved settings (``model:`` merged with ``model.<role>:``)."""
 
     features: tuple[str, ...] | None
+    inputs: ModelInputs | None  # text, image or tensor (exclusive with features)
     threshold: float
     output: OutputMode
     output_name: str | None
@@ -273,10 +333,21 @@ class Waiver(_Strict):
 
 
 class CounterfactualSpec(_Strict):
-    """A sensitive model input and every value it takes, for the counterfactual flip rate."""
+    """What the counterfactual flip rate changes: a sensitive model input set to each of its
+    values (``column``, ``values``), or terms swapped in a text input (``text`` with ``swap``,
+    ``groups`` or a ``file`` holding either; fairgate/inputs/text_swap.py)."""
 
-    column: str
-    values: list[Scalar] = Field(min_length=2)
+    column: str | None = Field(None, description="A sensitive model input column.")
+    values: list[Scalar] | None = Field(None, min_length=2,
+                                        description="Every value the column takes.")
+    text: str | None = Field(None, description="A text column a model reads (text inputs).")
+    swap: dict[str, str] | None = Field(
+        None, description="Term pairs, applied in both directions (he: she).")
+    groups: dict[str, list[str]] | None = Field(
+        None, description="Terms by group: each term is swapped for every term of every other "
+        "group.")
+    file: str | None = Field(None, description="A YAML file (relative to the policy) holding "
+                             "swap: or groups:.")
 
 
 class IndividualSpec(_Strict):
@@ -435,8 +506,10 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
             elif (metric is not None and metric.name == "counterfactual_flip_rate"
                   and not isinstance(_dict(individual).get("counterfactual"), dict)):
                 errs.append((("checks", i, "metric"), "counterfactual_flip_rate needs "
-                             "individual.counterfactual (the column and its values)"))
+                             "individual.counterfactual (a column and its values, or a text "
+                             "column and its terms)"))
     ind = _dict(individual)
+    errs += _counterfactual_errors(ind.get("counterfactual"))
     k, rows = ind.get("k", 5), ind.get("sample_rows", 20_000)
     if isinstance(k, int) and isinstance(rows, int) and rows < k + 2:
         errs.append((("individual", "sample_rows"), f"sample_rows {rows} must be at least k + 2 "
@@ -514,6 +587,72 @@ def _model_errors(model: dict[str, Any], multi: bool) -> list[tuple[Path_, str]]
         for i, c in enumerate(classes):
             if classes.index(c) != i:
                 errs.append(((*at, "classes", i), f"class {c!r} is listed twice"))
+        errs += _inputs_errors(at, scope, model)
+    return errs
+
+
+def _counterfactual_errors(cf: Any) -> list[tuple[Path_, str]]:
+    """individual.counterfactual: a column and its values, or a text column and its terms."""
+    if not isinstance(cf, dict):
+        return []
+    at: Path_ = ("individual", "counterfactual")
+    if cf.get("text") is None:
+        errs = [((*at, k), "is for text probes: give it with text (the text column)")
+                for k in ("swap", "groups", "file") if cf.get(k) is not None]
+        for key in ("column", "values"):
+            if cf.get(key) is None:
+                errs.append(((*at, key), f"give {key} (the column and every value it takes), or "
+                             "text with swap, groups or file for a text column"))
+        return errs
+    errs = [((*at, k), "is for a column's values; a text probe swaps terms (swap, groups or "
+             "file)") for k in ("column", "values") if cf.get(k) is not None]
+    given = [k for k in ("swap", "groups", "file") if cf.get(k) is not None]
+    if len(given) != 1:
+        errs.append(((*at, "text"), "give the terms to swap: one of swap, groups or file" if not
+                     given else f"give one of swap, groups or file, not {' and '.join(given)}"))
+    from fairgate.inputs.text_swap import term_errors
+
+    for key in ("swap", "groups"):
+        if isinstance(cf.get(key), dict):
+            errs += [((*at, key, *where), msg) for where, msg in term_errors(key, cf[key])]
+    return errs
+
+
+def _inputs_errors(at: Path_, scope: dict[str, Any], model: dict[str, Any]) -> list[tuple[Path_, str]]:
+    """model.inputs / model.<role>.inputs: one kind, sensible image settings, and never
+    together with features for the same model (a shared one counts for every model)."""
+    inputs = scope.get("inputs")
+    if not isinstance(inputs, dict):
+        shared = model.get("inputs")
+        if at != ("model",) and isinstance(shared, dict) and scope.get("features") is not None:
+            return [((*at, "features"), "model.inputs applies to this model too; give this model "
+                     "its own inputs or features, not both")]
+        return []
+    errs: list[tuple[Path_, str]] = []
+    kinds = [k for k in ("text", "image", "tensor") if inputs.get(k) is not None]
+    if len(kinds) != 1:
+        errs.append(((*at, "inputs"), "give exactly one of text, image or tensor" if not kinds
+                     else f"give one kind of input, not {' and '.join(kinds)}"))
+    for key in ("features", "features_file"):
+        if scope.get(key) is not None:
+            errs.append(((*at, key), f"give inputs or {key}, not both"))
+        elif at != ("model",) and model.get(key) is not None:
+            errs.append(((*at, "inputs"), f"model.{key} applies to this model too; give inputs "
+                         f"or {key} for it, not both"))
+    image = inputs.get("image")
+    if isinstance(image, dict):
+        channels = 1 if image.get("channels") == "L" else 3
+        for key in ("mean", "std"):
+            got = _list(image.get(key))
+            if got and len(got) != channels:
+                errs.append(((*at, "inputs", "image", key), f"needs {channels} value(s), one per "
+                             f"channel of {image.get('channels', 'RGB')}, got {len(got)}"))
+        for i, v in enumerate(_list(image.get("std"))):
+            if (n := _num(v)) is not None and n <= 0:
+                errs.append(((*at, "inputs", "image", "std", i), "must be greater than 0"))
+        for i, v in enumerate(_list(image.get("size"))):
+            if isinstance(v, int) and v < 1:
+                errs.append(((*at, "inputs", "image", "size", i), "must be at least 1"))
     return errs
 
 
@@ -669,6 +808,8 @@ def load_policy(path: Path) -> LoadedPolicy:
     data, lines = parse_yaml(text, str(path))
     policy = validate(data, lines, str(path))
     policy = _with_features_files(policy, path, lines)
+    _require_tokenizers(policy, path, lines)
+    policy = _with_terms_file(policy, path, lines)
     return LoadedPolicy(policy, path, hashlib.sha256(raw).hexdigest(), text, lines)
 
 
@@ -696,6 +837,66 @@ def _with_features_files(policy: Policy, path: Path, lines: dict[Path_, int]) ->
     if not updates:
         return policy
     return policy.model_copy(update={"model": model.model_copy(update=updates)})
+
+
+def _require_tokenizers(policy: Policy, path: Path, lines: dict[Path_, int]) -> None:
+    """Each tokenizer the policy names exists (relative to the policy), or a PolicyError
+    naming its key; it is read when its model is loaded."""
+    from fairgate.inputs.files import require_regular_file
+
+    for role in (None, *Roles):
+        scope = policy.model if role is None else getattr(policy.model, role)
+        if scope is None or scope.inputs is None or scope.inputs.text is None:
+            continue
+        at: Path_ = ("model", "inputs", "text", "tokenizer") if role is None else (
+            "model", role, "inputs", "text", "tokenizer")
+        file = path.parent / scope.inputs.text.tokenizer
+        require_regular_file(file, PolicyError, where=f"{path}:{_line_for(lines, at)}: "
+                             f"{_dotted(at)}: {file}", what="tokenizer",
+                             expected="a Hugging Face tokenizer.json")
+
+
+#: A counterfactual terms file: a few thousand terms is large.
+TERMS_FILE_BYTES = 1 << 20
+
+
+def _with_terms_file(policy: Policy, path: Path, lines: dict[Path_, int]) -> Policy:
+    """The policy with individual.counterfactual.file read into swap or groups."""
+    from fairgate.inputs.files import read_regular_file
+    from fairgate.inputs.text_swap import term_errors
+
+    ind = policy.individual
+    cf = ind.counterfactual if ind is not None else None
+    if ind is None or cf is None or cf.file is None:
+        return policy
+    at: Path_ = ("individual", "counterfactual", "file")
+    file = path.parent / cf.file
+    where = f"{path}:{_line_for(lines, at)}: {_dotted(at)}: {file}"
+    raw = read_regular_file(file, TERMS_FILE_BYTES, PolicyError, where=where,
+                            what="terms file", expected="a YAML file of swap: or groups:")
+    data, file_lines = parse_yaml(_decode_terms(raw, where), str(file))
+    if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in ("swap", "groups"):
+        raise PolicyError(f"{where}: the file must hold one key, swap: or groups:")
+    kind, terms = next(iter(data.items()))
+    try:
+        checked = CounterfactualSpec.model_validate({"text": cf.text, kind: terms})
+    except ValidationError as e:
+        raise PolicyError(f"{where}: {e.errors()[0]['msg']}") from None
+    errs = term_errors(kind, terms)
+    if errs:
+        key, msg = errs[0]
+        raise PolicyError(f"{file}:{_line_for(file_lines, (kind, *key))}: "
+                          f"{_dotted((kind, *key))}: {msg}")
+    changed = cf.model_copy(update={kind: getattr(checked, kind)})
+    return policy.model_copy(update={"individual": ind.model_copy(
+        update={"counterfactual": changed})})
+
+
+def _decode_terms(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise PolicyError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def read_features_file(file: Path, where: str) -> list[str]:

@@ -37,10 +37,12 @@ from fairgate.report.markdown import (
     status_text,
 )
 from fairgate.report.terminal import (
+    PROBE_HEADER,
     changed_classes,
     detect_text,
     model_readings,
     power_text,
+    text_probes,
     unresolved,
 )
 
@@ -475,6 +477,17 @@ def _reading(report: GateReport) -> str:
     return f'<section id=reading><p class=note>How the models were read:</p><ul>{items}</ul></section>'
 
 
+def _probes(report: GateReport) -> str:
+    """The counterfactual text probes that flip decisions most (report.json has them all)."""
+    title, probes = text_probes(report)
+    if not probes:
+        return ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in PROBE_HEADER)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in probes)
+    return (f'<section id=probes><p class=note>{_e(title)}</p><table><thead><tr>{head}</tr>'
+            f"</thead><tbody>{body}</tbody></table></section>")
+
+
 def render_html(report: GateReport) -> str:
     teacher, student = models_text(report)
     rows = report.inputs.get("data", {}).get("rows")
@@ -486,7 +499,8 @@ def render_html(report: GateReport) -> str:
               f"teacher {_e(teacher)} · {rows_text}policy {_e(report.policy.path)} · "
               f"fairgate {_e(report.version)} · {_e(report.started_at)}</p></header>")
     body = (header + _warnings(report) + _reading(report) + _waivers(report) + _checks(report)
-            + _kpis(report) + _significant(report) + _classwise(report) + _groups(report))
+            + _kpis(report) + _significant(report) + _classwise(report) + _probes(report)
+            + _groups(report))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>fairgate {_e(report.verdict.upper())}: {_e(student)} vs {_e(teacher)}</title>"

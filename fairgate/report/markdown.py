@@ -21,11 +21,13 @@ from fairgate.inputs.sources import model_label
 from fairgate.report import safe
 from fairgate.report.json import num
 from fairgate.report.terminal import (
+    PROBE_HEADER,
     changed_classes,
     detect_text,
     fmt,
     model_readings,
     power_text,
+    text_probes,
     unresolved,
 )
 
@@ -345,6 +347,11 @@ def _render(report: GateReport, lim: _Limits) -> str:
                   "see report.json and report.html.*", ""]
     if lim.checks is None:
         lines += _classwise(report)
+    title, probes = text_probes(report)
+    if probes:
+        lines += [safe.markdown(title), ""]
+        lines += _table(PROBE_HEADER, [[safe.markdown(c) for c in row] for row in probes])
+        lines.append("")
     lines.append(f"<sub>fairgate {report.version} · full numbers in report.json, charts in "
                  "report.html</sub>")
     return "\n".join(lines) + "\n"

@@ -264,6 +264,11 @@ class TerminalReporter:
                 add(f"  … and {more} smaller groups (report.json lists every gated group)")
         if report.classwise and any(r.key.metric.startswith("classes_") for r in problems):
             lines += _changed_classes(report.classwise, w)
+        title, probes = text_probes(report)
+        if probes:
+            lines.append("")
+            add(_t(title, 400))
+            lines += _fitted([[_t(c) for c in row] for row in probes], PROBE_HEADER, w)
         if self.out_dir is not None:
             lines.append("")
             add(f"Reports: {_t(self.out_dir)}/")
@@ -278,7 +283,7 @@ def model_reading(info: dict[str, Any]) -> str:
     out = info.get("output", {})
     if info.get("kind") == "column":
         return f"column {info.get('column')!r}: {out.get('how', '')}"
-    text = f"output {out.get('name')!r}: {out.get('how', '')}"
+    text = input_reading(info) + f"output {out.get('name')!r}: {out.get('how', '')}"
     why = [f"positive class: {out['positive_from']}" if out.get("positive_from") else "",
            f"scale: {out['scale_from']}" if out.get("scale_from") else "",
            f"classes: {out['classes_from']}" if out.get("classes_from") else "",
@@ -286,6 +291,43 @@ def model_reading(info: dict[str, Any]) -> str:
            if out.get("checked_against") else ""]
     why = [w for w in why if w]
     return text + (f" ({'; '.join(why)})" if why else "")
+
+
+def input_reading(info: dict[str, Any]) -> str:
+    """What a text, image or tensor model was fed (report.json ``inputs.<model>``), or ''."""
+    if "text" in info:
+        t = info["text"]
+        pad = t["padding"]
+        return (f"text {t['column']!r} through {t['tokenizer']} (sha256 "
+                f"{str(t['tokenizer_sha256'])[:12]}…, max_length {t['truncation']['max_length']}, "
+                f"padding {pad['to']} with {pad['pad_token']} = {pad['pad_id']}) as "
+                f"{', '.join(t['feeds'])}; ")
+    if "image" in info:
+        i = info["image"]
+        return (f"images {i['column']!r} as {i['feeds']!r} ({i['layout']} {i['channels']} "
+                f"{'x'.join(str(d) for d in i['size'])}, {i['resample']}); ")
+    if "tensor" in info:
+        return f"lists {info['tensor']['column']!r} as {info['tensor']['feeds']!r}; "
+    return ""
+
+
+def text_probes(report: GateReport, top: int = 5) -> tuple[str, list[list[str]]]:
+    """(title, rows) of the counterfactual text probes that flip decisions most: substitution,
+    rows holding its term, teacher and student flip rates; ('', []) without text probes."""
+    cf = (report.individual or {}).get("counterfactual") or {}
+    subs = cf.get("substitutions")
+    if not subs:
+        return "", []
+    title = (f"Counterfactual text probes on {cf['text']!r} ({cf['rows_with_terms']:,} of "
+             f"{cf['rows']:,} sampled rows hold a term; most flipping first):")
+    rows = [[f"{s['from']} → {s['to']}", f"{s['rows']:,}", fmt(s["teacher"]), fmt(s["student"])]
+            for s in subs[:top]]
+    if len(subs) > top:
+        rows.append([f"… and {len(subs) - top} more (report.json)", "", "", ""])
+    return title, rows
+
+
+PROBE_HEADER = ["substitution", "rows", "teacher flips", "student flips"]
 
 
 def model_readings(report: GateReport) -> list[tuple[str, str]]:

@@ -563,7 +563,7 @@ checks:
      "be less than or equal to 1, got 2"),
     ("  students: {threshold: 0.4}\n", "p.yaml:5: model.students: unknown key 'students' "
      "(allowed: features, features_file, threshold, output, output_name, positive_class, "
-     "positive_column, missing, teacher, student, reference_student)"),
+     "positive_column, missing, inputs, teacher, student, reference_student)"),
     ("  missing: impute\n", "p.yaml:5: model.missing: must be 'refuse' or 'pass', got 'impute'"),
 ])
 def test_model_settings_are_validated(tmp_path, model, message) -> None:
