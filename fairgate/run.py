@@ -98,7 +98,7 @@ def report_groupings(policy: Policy) -> list[Grouping]:
 
 def groupings_of(policy: Policy) -> list[Grouping]:
     """Each sensitive attribute, their cross when asked, and any grouping a check names."""
-    attrs = policy.audit.sensitive
+    attrs = policy.audit.attributes
     out = [Grouping((a,)) for a in attrs]
     if policy.audit.intersections and len(attrs) > 1:
         out.append(Grouping(tuple(attrs)))
@@ -385,7 +385,7 @@ def _individual_features(policy: Policy, teacher: Predictor, student: Predictor)
         features = list(ind.features)
     else:
         inputs = [c for p in (teacher, student) if isinstance(p, OnnxPredictor) for c in p.columns]
-        features = [c for c in dict.fromkeys(inputs) if c not in policy.audit.sensitive]
+        features = [c for c in dict.fromkeys(inputs) if c not in policy.audit.attributes]
         if not features:
             raise UsageError("individual fairness needs distance features: list them under "
                              "individual.features (precomputed scores carry no model inputs)")
