@@ -11,12 +11,14 @@ without anyone deciding so. ``-.inf`` / ``.inf`` as the first / last edge make o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fairgate.core.counts import MISSING
 from fairgate.errors import DataError
 
 
@@ -89,3 +91,34 @@ def _is_number(text: object) -> bool:
         return True
     except ValueError:
         return False
+
+
+#: A numeric attribute without bins draws a warning past this many groups (values).
+MANY_GROUPS = 20
+
+
+def suggest_bins(column: str, groups: Sequence[tuple[str, ...]], sizes: Sequence[int],
+                 min_size: int) -> str | None:
+    """A warning for a numeric attribute counted value by value into more than
+    :data:`MANY_GROUPS` groups (each value a group, the small ones not gated), with bins at
+    its quartiles; None otherwise."""
+    values, weights = [], []
+    for g, n in zip(groups, sizes, strict=True):
+        if g[0] == MISSING:
+            continue
+        try:
+            values.append(float(g[0]))
+        except ValueError:
+            return None  # not numeric
+        weights.append(int(n))
+    small = sum(1 for n in sizes if n < min_size)
+    if len(values) <= MANY_GROUPS:
+        return None
+    order = np.argsort(values)
+    v, cum = np.asarray(values)[order], np.cumsum(np.asarray(weights)[order])
+    cuts = sorted({float(v[np.searchsorted(cum, q * cum[-1])]) for q in (0.25, 0.5, 0.75)})
+    edges = ", ".join(["-.inf", *(edge_text(c) for c in cuts), ".inf"])
+    return (f"sensitive attribute {column!r} is numeric with {len(values):,} values, so "
+            f"{len(values):,} groups, {small:,} of them below min_group_size {min_size} (not "
+            f"gated): group it into intervals, e.g. sensitive: [{{column: {column}, bins: "
+            f"[{edges}]}}] (edges at the quartiles of its values)")

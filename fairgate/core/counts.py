@@ -177,7 +177,8 @@ class CountAccumulator:
         where = f"{self.source}: " if self.source is not None else ""
         if len(grouping.attributes) == 1:
             what = f"column {columns} has more than {cap} distinct values"
-            fix = "bin the column into fewer values"
+            fix = (f"bin the column into fewer values (a numeric one in the policy: "
+                   f"sensitive: [{{column: {grouping.attributes[0]}, bins: [...]}}])")
         else:
             what = (f"intersection {'*'.join(grouping.attributes)} "
                     f"(columns {columns}) has more than {cap} distinct combinations")

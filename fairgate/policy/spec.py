@@ -12,9 +12,18 @@ import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fairgate.core.bins import Bins
 from fairgate.core.bins import edge_text as _edge
@@ -37,7 +46,7 @@ class AuditSpec(_Strict):
     label: str = Field(description="Label column.")
     positive_label: Scalar | None = Field(
         None, description="Value of the label column that is positive (binary models).")
-    sensitive: list[str | BinnedAttribute] = Field(
+    sensitive: list[Sensitive] = Field(
         min_length=1, description="Sensitive attribute columns: names, or {column, bins} for a "
         "numeric column grouped into right-open intervals; one name may be written alone.")
     intersections: bool = Field(False, description="Also gate on the cross of all attributes.")
@@ -91,8 +100,18 @@ class BinnedAttribute(_Strict):
         if any(x != x for x in v):
             raise ValueError("bins must be numbers, not NaN")
         if any(b <= a for a, b in itertools.pairwise(v)):
-            raise ValueError(f"bins must be strictly increasing, got {[_edge(x) for x in v]}")
+            raise ValueError(f"bins must be strictly increasing, got [{', '.join(map(_edge, v))}]")
         return v
+
+
+def _sensitive_kind(v: Any) -> str:
+    return "BinnedAttribute" if isinstance(v, dict | BinnedAttribute) else "str"
+
+
+#: One sensitive attribute: a column name, or a numeric column with its bins (validated as
+#: the one its form says, so an error names that form only).
+Sensitive = Annotated[Annotated[str, Tag("str")] | Annotated[BinnedAttribute, Tag("BinnedAttribute")],
+                      Discriminator(_sensitive_kind)]
 
 
 class SpuriousSpec(_Strict):

@@ -436,7 +436,7 @@ def _sections(text: str) -> list[tuple[str, str]]:
     """Top-level sections of a policy, each with the comment lines just above it."""
     out: list[tuple[str, str]] = []
     pending: list[str] = []
-    key, lines = "", []
+    key, lines = "", list[str]()
     for line in text.splitlines():
         m = re.match(r"^([A-Za-z_]+):", line)
         if m:
