@@ -170,14 +170,17 @@ def inspect_model(role: str, path: Path, sample: Sample, label: str, positive: A
         plain = predictor(None)
     except FairgateError as e:
         first = str(e)
-        try:
-            ones = predictor(1)
-        except FairgateError:
-            return ModelFacts(role, str(path), _inputs_of(path), note=first)
-        zeros = predictor(0)
-    else:
-        return ModelFacts(role, str(path), _inputs_of(path), reads=_reads(plain),
-                          missing_inputs=_missing(plain.columns, sample))
+    else:  # read without a setting; but a 0/1 positive_label taken as the column index is
+        # a convention the values can contradict: check it like an unnamed output
+        if not plain.zero_one:
+            return ModelFacts(role, str(path), _inputs_of(path), reads=_reads(plain),
+                              missing_inputs=_missing(plain.columns, sample))
+        first = ""
+    try:
+        ones = predictor(1)
+    except FairgateError:
+        return ModelFacts(role, str(path), _inputs_of(path), note=first)
+    zeros = predictor(0)
     inputs = _inputs_of(path)
     missing = _missing(ones.columns, sample)
     if missing:
