@@ -306,3 +306,27 @@ def test_other_compressions_are_refused_naming_the_file(run_cli, write_policy, a
         assert r.stderr == (f"fairgate: error: {target}: {what} is not read; fairgate reads "
                             ".csv.gz (gzip CSV) and Parquet or ORC (compressed inside the "
                             "file): decompress it, or write it as Parquet\n")
+
+
+def test_too_many_groups_of_a_numeric_column_suggest_bins(run_cli, write_policy, aged) -> None:
+    text = policy("[age]", "  max_groups: 5\n")
+    r = gate(run_cli, write_policy(text), aged)
+    assert r.exit_code == 3
+    assert ("bin the column into fewer values (audit.sensitive: [{column: NAME, bins: [edges]}] "
+            "groups a number by interval)") in r.stderr
+
+
+@pytest.mark.parametrize("sensitive", ["sex", ["sex", {"column": "age", "bins": [0, 25]}],
+                                       {"column": "age", "bins": [0, 25]}])
+def test_json_schema_takes_every_form_the_loader_takes(sensitive: Any) -> None:
+    import jsonschema
+
+    from fairgate.policy import json_schema, validate
+
+    data = {"version": 1, "audit": {"label": "y", "positive_label": 1, "sensitive": sensitive},
+            "checks": [{"id": "a", "metric": "accuracy", "max_decrease": 0.1}]}
+    jsonschema.validate(data, json_schema())
+    assert validate(data, {}, "p.yaml").audit.attributes[0] in ("sex", "age")
+    bad = {**data, "audit": {**data["audit"], "sensitive": [{"column": "age"}]}}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, json_schema())

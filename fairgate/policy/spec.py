@@ -836,4 +836,8 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = "fairgate policy, version 1"
     check = schema["$defs"]["Check"]["properties"]
     check["metric"]["enum"] = sorted(CATALOGUE)
+    audit = schema["$defs"]["AuditSpec"]["properties"]
+    listed = audit.pop("sensitive")  # one attribute may be written alone (sensitive: sex)
+    audit["sensitive"] = {"description": listed.pop("description"), "title": listed.pop("title"),
+                          "anyOf": [listed, *listed["items"]["oneOf"]]}
     return schema
