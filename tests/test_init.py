@@ -188,3 +188,20 @@ def test_list_shows_every_ready_policy_with_its_purpose(run_cli) -> None:
         assert first.startswith(f"{f.stem}: ")
         line = next(x for x in r.stdout.splitlines() if x.startswith(f"{f.stem}  "))
         assert first[len(f.stem) + 2:] in line
+
+
+def test_matrix_input_model_leaves_features_to_the_user(run_cli, tmp_path) -> None:
+    """One [N, 2] input: the graph does not name its columns, so features are not proposed
+    (commented out, with why); the policy still validates."""
+    from tests.hostile.onnx_models import network
+
+    model = network(tmp_path / "m.onnx", np.array([[1.0, -1.0], [0.5, -0.5]]))
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"x0": rng.random(200), "x1": rng.random(200), "sex": rng.choice(["a", "b"], 200),
+                  "label": rng.integers(0, 2, 200)}).to_parquet(tmp_path / "d.parquet")
+    out = tmp_path / "p.yaml"
+    r = run_cli("init", "--data", tmp_path / "d.parquet", "--teacher", model, "--out", out)
+    assert r.exit_code == 0, r.stderr
+    assert "list its columns in order under model.features" in r.stdout
+    assert "  # features: [...]" in out.read_text()
+    assert load_policy(out).policy.model.features is None

@@ -173,15 +173,15 @@ def inspect_model(role: str, path: Path, sample: Sample, label: str, positive: A
     else:  # read without a setting; but a 0/1 positive_label taken as the column index is
         # a convention the values can contradict: check it like an unnamed output
         if not plain.zero_one:
-            return ModelFacts(role, str(path), _inputs_of(path), reads=_reads(plain),
+            return ModelFacts(role, str(path), _inputs_of(plain), reads=_reads(plain),
                               missing_inputs=_missing(plain.columns, sample))
         first = ""
     try:
         ones = predictor(1)
-    except FairgateError:
-        return ModelFacts(role, str(path), _inputs_of(path), note=first)
+    except FairgateError:  # what stops it is in the message (a matrix input needs features)
+        return ModelFacts(role, str(path), (), note=first)
     zeros = predictor(0)
-    inputs = _inputs_of(path)
+    inputs = _inputs_of(ones)
     missing = _missing(ones.columns, sample)
     if missing:
         return ModelFacts(role, str(path), inputs, missing_inputs=missing,
@@ -200,12 +200,9 @@ def inspect_model(role: str, path: Path, sample: Sample, label: str, positive: A
     return ModelFacts(role, str(path), inputs, agreement=(agree[0], agree[1]), rows=len(y))
 
 
-def _inputs_of(path: Path) -> tuple[str, ...]:
-    from fairgate.inputs.model import _load_session
-    from fairgate.inputs.outputs import shape_text
-
-    session = _load_session("model", path)[0]
-    return tuple(f"{i.name} {i.type} {shape_text(tuple(i.shape))}" for i in session.get_inputs())
+def _inputs_of(p: Any) -> tuple[str, ...]:
+    """The model's inputs as its report describes them: ``name type [shape]``."""
+    return tuple(f"{i['name']} {i['type']} {i['shape']}" for i in p.describe()["inputs"])
 
 
 def _reads(p: Any) -> str:
@@ -506,9 +503,10 @@ def _model_lines(s: Starter) -> list[str]:
            "  output: auto                   # auto | probabilities | logits | labels (auto says "
            "what it chose)"]
     for m in s.models:
-        out.append(f"  # {m.role} {yaml_scalar(Path(m.path).name)} inputs: "
-                   + ", ".join(yaml_scalar(i) for i in m.inputs[:12])
-                   + (f", … {len(m.inputs) - 12} more" if len(m.inputs) > 12 else ""))
+        shown = ", ".join(yaml_scalar(i) for i in m.inputs[:12])
+        more = f", … {len(m.inputs) - 12} more" if len(m.inputs) > 12 else ""
+        out.append(f"  # {m.role} {yaml_scalar(Path(m.path).name)}"
+                   + (f" inputs: {shown}{more}" if m.inputs else ":"))
         if m.reads:
             out.append(f"  #   read as {yaml_scalar(m.reads)}: no setting needed")
         if m.missing_inputs:
@@ -561,8 +559,9 @@ def summary(s: Starter) -> list[str]:
     if s.others:
         out.append(f"  not proposed, few values: {', '.join(s.others)}")
     for m in s.models:
-        out.append(f"{m.role} {m.path}: inputs {', '.join(m.inputs[:6])}"
-                   + (" …" if len(m.inputs) > 6 else ""))
+        out.append(f"{m.role} {m.path}" + (f": inputs {', '.join(m.inputs[:6])}"
+                                            + (" …" if len(m.inputs) > 6 else "")
+                                            if m.inputs else ""))
         if m.reads:
             out.append(f"  read as {m.reads}")
         if m.note:
