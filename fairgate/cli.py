@@ -443,8 +443,7 @@ def init(data: str | None, label: str | None, positive: str | None, sensitive: t
     models = [(role, p) for role, p in (("teacher", teacher), ("student", student)) if p]
     starter = st.propose(st.sample_audit(data), label=label, positive=positive,
                          sensitive=sensitive, models=models)
-    template = (st.policies_dir() / "no-amplification.yaml").read_text(encoding="utf-8")
-    text = st.render(starter, template)
+    text = st.render(starter, st.starter_template())
     validate(*parse_yaml(text, str(out)), str(out))  # a starter that does not load is a bug
     write_atomic(out, text)
     for line in st.summary(starter):

@@ -411,6 +411,8 @@ def test_docker_build_context_is_the_package_only() -> None:
     context = build_context()
     assert "pyproject.toml" in context and "fairgate/cli.py" in context
     assert "fairgate/report/html.py" in context and "README.md" in context
+    # fairgate/policies links to policies/: the ready policies fairgate init lists
+    assert {f"policies/{p.name}" for p in (ROOT / "policies").glob("*.yaml")} <= set(context)
     assert not [f for f in context if f.startswith(("tests/", "examples/", ".git", "benchmarks/"))]
     assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
     assert _ignored("fairgate/__pycache__/cli.cpython-311.pyc", ["*", "!fairgate", "**/__pycache__"])

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from fairgate.core.bins import Bins, edge_text
 from fairgate.core.counts import value_label
-from fairgate.errors import FairgateError, UsageError
+from fairgate.errors import FairgateError, InternalError, UsageError
 from fairgate.report.safe import yaml_scalar
 
 SAMPLE_ROWS = 100_000
@@ -589,6 +589,16 @@ def policies_dir() -> Path:
     """The shipped policies: fairgate/policies in an installed package (a link to the
     repository's policies/ in a checkout)."""
     return Path(__file__).resolve().parent.parent / "policies"
+
+
+def starter_template() -> str:
+    """policies/no-amplification.yaml, which a starter policy is based on."""
+    path = policies_dir() / "no-amplification.yaml"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InternalError(f"{path}: the ready policies are missing from this installation "
+                            f"({e.strerror or e}); reinstall fairgate") from None
 
 
 def ready_policies(folder: Path | None = None) -> list[ReadyPolicy]:
