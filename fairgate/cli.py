@@ -404,6 +404,54 @@ def plan(policy: Path, data: Path | None, teacher: Path | None, teacher_scores: 
     sys.exit(result.exit_code)
 
 
+@main.command()
+@click.option("--data", "data", metavar="PATH",
+              help="The audit set to read a sample of: a .parquet, .orc, .csv or .csv.gz file, or a "
+                   "directory or glob of them.")
+@click.option("--label", metavar="COLUMN", help="The label column (default: proposed).")
+@click.option("--positive", metavar="VALUE",
+              help="The label's positive (favourable) value (default: proposed when decisive).")
+@click.option("--sensitive", multiple=True, metavar="COLUMN",
+              help="A sensitive attribute (repeat; default: the columns named like one).")
+@click.option("--teacher", type=click.Path(path_type=Path), metavar="T.onnx",
+              help="Teacher model: its inputs, and which output column is positive.")
+@click.option("--student", type=click.Path(path_type=Path), metavar="S.onnx",
+              help="Student model, as --teacher.")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("policy.yaml"),
+              show_default=True, help="Where to write the starter policy.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option("--list", "list_ready", is_flag=True, help="List the ready policies and stop.")
+@translate_errors
+def init(data: str | None, label: str | None, positive: str | None, sensitive: tuple[str, ...],
+         teacher: Path | None, student: Path | None, out: Path, force: bool,
+         list_ready: bool) -> None:
+    """Write a starter policy proposed from an audit set (and the models): review it."""
+    from fairgate.errors import UsageError
+    from fairgate.policy import parse_yaml, validate
+    from fairgate.policy import starter as st
+    from fairgate.report import write_atomic
+    from fairgate.report.safe import terminal
+
+    if list_ready:
+        for r in st.ready_policies():
+            echo(f"{terminal(r.name)}  {terminal(r.purpose, None)}\n    {terminal(r.path)}")
+        return
+    if data is None:
+        raise UsageError("give --data AUDIT (or --list for the ready policies)")
+    if out.exists() and not force:
+        raise UsageError(f"{out}: exists; add --force to overwrite it")
+    models = [(role, p) for role, p in (("teacher", teacher), ("student", student)) if p]
+    starter = st.propose(st.sample_audit(data), label=label, positive=positive,
+                         sensitive=sensitive, models=models)
+    text = st.render(starter, st.starter_template())
+    validate(*parse_yaml(text, str(out)), str(out))  # a starter that does not load is a bug
+    write_atomic(out, text)
+    for line in st.summary(starter):
+        echo(terminal(line, None))
+    echo(f"wrote {terminal(out)}: review every value marked `proposed`, then run "
+         f"fairgate check --policy {terminal(out)} --data {terminal(data)} ...")
+
+
 @main.group()
 def policy() -> None:
     """Validate policies and show their schema."""

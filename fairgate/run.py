@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fairgate import __version__
+from fairgate.core.bins import suggest_bins
 from fairgate.core.counts import Grouping, GroupingCounts, value_label
 from fairgate.core.evaluate import (
     GroupRow,
@@ -99,7 +100,7 @@ def report_groupings(policy: Policy) -> list[Grouping]:
 
 def groupings_of(policy: Policy) -> list[Grouping]:
     """Each sensitive attribute, their cross when asked, and any grouping a check names."""
-    attrs = policy.audit.sensitive
+    attrs = policy.audit.attributes
     out = [Grouping((a,)) for a in attrs]
     if policy.audit.intersections and len(attrs) > 1:
         out.append(Grouping(tuple(attrs)))
@@ -274,7 +275,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1}, engine=engine,
         warnings=(same_model_warnings(inputs) + batch_warnings(inputs, req.batch_rows)
-                  + interval_warnings(checks, values)),
+                  + interval_warnings(checks, values) + unbinned_warnings(policy, counted.counts)),
         individual=individual, classwise=classwise, unlisted=tuple(unlisted),
         scores=None if score_details is None else {
             "rows_sampled": len(counted.score_sample.rows) if counted.score_sample else 0,
@@ -413,7 +414,7 @@ def _individual_features(policy: Policy, teacher: Predictor, student: Predictor)
     else:
         onnx = [p for p in (teacher, student) if isinstance(p, OnnxPredictor)]
         inputs = [c for p in onnx if p.inputs is None for c in p.columns]
-        features = [c for c in dict.fromkeys(inputs) if c not in policy.audit.sensitive]
+        features = [c for c in dict.fromkeys(inputs) if c not in policy.audit.attributes]
         if not features and onnx and all(p.inputs is not None for p in onnx):
             # texts, images and tensors have no distance here: only the counterfactual runs
             distance = [c.id for c in policy.checks if c.metric in DISTANCE_METRICS]
@@ -548,6 +549,20 @@ def interval_warnings(checks: list[tuple[Check, MetricKey]],
         if v is not None and v.interval_note:
             out.append(f"check {check.id}, {key.label}: {v.interval_note}")
     return tuple(dict.fromkeys(out))
+
+
+def unbinned_warnings(policy: Policy, counts: Mapping[Grouping, GroupingCounts]) -> tuple[str, ...]:
+    """A numeric sensitive attribute without bins whose values make many groups, most too
+    small to gate: suggest bins (at the quartiles of its values)."""
+    out = []
+    for a in policy.audit.attributes:
+        gc = counts.get(Grouping((a,)))
+        if a in policy.audit.binned or gc is None:
+            continue
+        hint = suggest_bins(a, gc.groups, gc.sizes.tolist(), policy.audit.min_group_size)
+        if hint:
+            out.append(hint)
+    return tuple(out)
 
 
 def same_model_warnings(inputs: dict[str, Any]) -> tuple[str, ...]:

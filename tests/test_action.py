@@ -78,14 +78,15 @@ def _substitute(text: str, ctx: dict[str, Any]) -> str:
 
 
 def run_action(inputs: dict[str, str], workspace: Path, path: str = "",
-               env: dict[str, str] | None = None, steps_to_run: int = 99) -> ActionRun:
+               env: dict[str, str] | None = None, steps_to_run: int = 99,
+               action_path: Path = ROOT) -> ActionRun:
     declared = ACTION["inputs"]
     assert set(inputs) <= set(declared), set(inputs) - set(declared)
     for name, spec in declared.items():
         assert name in inputs or not spec.get("required"), f"input {name} is required"
     values = {k: str(inputs.get(k, spec.get("default", ""))) for k, spec in declared.items()}
     ctx: dict[str, Any] = {"inputs": values, "steps": {},
-                           "github": {"action_path": str(ROOT), "workspace": str(workspace)}}
+                           "github": {"action_path": str(action_path), "workspace": str(workspace)}}
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("GITHUB_", "MLFLOW_", "FAIRGATE_"))}
     base.update({"GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(workspace),
@@ -236,6 +237,18 @@ def test_install_step_installs_the_action_source_or_a_version(
     assert log.read_text().splitlines() == [expected]
 
 
+def test_install_step_of_a_local_action_installs_its_folder(workspace: Path, tmp_path: Path) -> None:
+    """`uses: ./tools/fair gate` after actions/checkout: the runner sets github.action_path to
+    that folder of the checkout, and the gate is installed from it (a space stays one word)."""
+    local = workspace / "tools" / "fair gate"
+    local.mkdir(parents=True)
+    path, log = _recording_python(tmp_path)
+    run = run_action({**SCORES, "install": "true"}, workspace, path=path, steps_to_run=1,
+                     action_path=local)
+    assert run.returncode == 0, run.steps[0].stderr
+    assert log.read_text().splitlines() == [f"-m pip install --disable-pip-version-check {local}"]
+
+
 def test_install_false_needs_fairgate_on_path(workspace: Path) -> None:
     run = run_action(SCORES, workspace, path=f"/usr/bin{os.pathsep}/bin")
     assert len(run.steps) == 1 and run.returncode == 1
@@ -261,7 +274,27 @@ def test_github_workflow_uses_the_action_and_uploads_reports() -> None:
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact"))
     assert upload["if"] == "${{ always() }}"
     assert upload["with"]["path"] == "${{ steps.fairgate.outputs.report-dir }}"
-    assert "uses: OWNER/fairgate@" in (CI / "github-workflow.yml").read_text()
+    assert gate["uses"] == f"{_declared_repository()}@v0.1.0"
+
+
+def _declared_repository() -> str:
+    """owner/name of the repository pyproject.toml declares (what `uses:` must name)."""
+    import tomllib
+
+    url = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    assert url.startswith("https://github.com/"), url
+    return url.removeprefix("https://github.com/")
+
+
+def test_readme_and_workflows_name_the_declared_repository() -> None:
+    """Copyable as is: every `uses:` of fairgate in the README and examples/ci names the
+    repository pyproject.toml declares (no OWNER placeholder), or is a local ./ action."""
+    repo = _declared_repository()
+    texts = {p.name: p.read_text() for p in [ROOT / "README.md", *sorted(CI.glob("*.yml"))]}
+    uses = [(n, u) for n, t in texts.items() for u in re.findall(r"uses:\s*(\S+)", t)
+            if "fairgate" in u]
+    assert uses and all(u.startswith((f"{repo}@", "./")) for _, u in uses), uses
+    assert not any("OWNER" in t for t in texts.values())
 
 
 def test_registry_release_workflow_promotes_on_pass_only() -> None:
@@ -378,6 +411,8 @@ def test_docker_build_context_is_the_package_only() -> None:
     context = build_context()
     assert "pyproject.toml" in context and "fairgate/cli.py" in context
     assert "fairgate/report/html.py" in context and "README.md" in context
+    # fairgate/policies links to policies/: the ready policies fairgate init lists
+    assert {f"policies/{p.name}" for p in (ROOT / "policies").glob("*.yaml")} <= set(context)
     assert not [f for f in context if f.startswith(("tests/", "examples/", ".git", "benchmarks/"))]
     assert not [f for f in context if "__pycache__" in f or f.endswith(".pyc")]
     assert _ignored("fairgate/__pycache__/cli.cpython-311.pyc", ["*", "!fairgate", "**/__pycache__"])

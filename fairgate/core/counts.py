@@ -89,10 +89,12 @@ class _Codes:
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
+        self.numeric = False  # numbers: too many groups means bins (messages say so)
 
     def encode(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
+        self.numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
         encoded = pc.dictionary_encode(column)
         values = [value_label(v) for v in encoded.dictionary.to_pylist()]
         lookup = np.array([self.index.setdefault(v, len(self.index)) for v in values] or [0],
@@ -178,6 +180,8 @@ class CountAccumulator:
         if len(grouping.attributes) == 1:
             what = f"column {columns} has more than {cap} distinct values"
             fix = "bin the column into fewer values"
+            if self._codes[grouping.attributes[0]].numeric:
+                fix += " (audit.sensitive: [{column: NAME, bins: [edges]}] groups a number by interval)"
         else:
             what = (f"intersection {'*'.join(grouping.attributes)} "
                     f"(columns {columns}) has more than {cap} distinct combinations")

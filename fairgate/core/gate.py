@@ -30,6 +30,7 @@ from fairgate.core.evaluate import MetricKey, MetricValue
 from fairgate.core.metrics import CATALOGUE, TOP1_METRICS, Metric
 from fairgate.core.stats import Interval
 from fairgate.policy import BOUNDS, Bound, Check, Policy, Waiver
+from fairgate.policy.spec import waived_groupings
 
 DecideOn = Literal["estimate", "interval", "significant", "conservative"]
 OnInconclusive = Literal["pass", "warn", "fail"]
@@ -289,8 +290,8 @@ def _waiver_for(result: CheckResult, waivers: Sequence[Waiver]) -> Waiver | None
         if w.check != result.check.id:
             continue
         if w.grouping is not None:
-            wanted = (w.grouping,) if isinstance(w.grouping, str) else tuple(w.grouping)
-            if result.key.grouping is None or result.key.grouping.attributes != wanted:
+            wanted = waived_groupings(w.grouping)
+            if result.key.grouping is None or result.key.grouping.attributes not in wanted:
                 continue
         return w
     return None

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from fairgate.core.bins import Bins
 from fairgate.core.counts import (
     MAX_GROUPS,
     CountAccumulator,
@@ -133,6 +134,7 @@ class PassSpec:
     score_sample: SampleSpec | None = None  # score metrics
     identity: tuple[str, ...] = ()  # columns hashed into a row's identity (for the samples)
     max_groups: int | None = MAX_GROUPS
+    bins: tuple[Bins, ...] = ()  # numeric sensitive columns counted by interval
 
 
 @dataclass
@@ -229,6 +231,7 @@ class BatchPass:
         label = spec.label
         assert label is not None
         y = label.positives(batch.column(label.column), path, offset, self.others)
+        columns = self._group_columns(batch, path, offset)
         (t_score, t), (s_score, s), _ = self._predict("predict", batch, path, offset)
         ids = None
         if self.sampler is not None or self.score_sampler is not None:
@@ -237,16 +240,24 @@ class BatchPass:
             assert ids is not None
             self.sampler.add(batch, ids, {"teacher_score": t_score, "student_score": s_score,
                                           "teacher_decision": t, "student_decision": s})
-        if self.score_sampler is not None:
+        if self.score_sampler is not None:  # keeps the sensitive columns as groups: binned
             assert ids is not None
-            self.score_sampler.add(batch, ids, {"y": y, "teacher_score": t_score,
-                                                "student_score": s_score})
-        columns = {a: batch.column(a) for a in spec.sensitive}
+            self.score_sampler.add(_replaced(batch, columns), ids, {
+                "y": y, "teacher_score": t_score, "student_score": s_score})
         if spec.spurious is not None:
             columns[spec.spurious.grouping.attributes[0]] = spec.spurious.column(
                 batch, label.column, path, self.seen)
         self.acc.add(y, t, s, columns)
         self.positives += int(np.count_nonzero(y))
+
+    def _group_columns(self, batch: pa.RecordBatch, path: str, offset: int
+                       ) -> dict[str, pa.Array | pa.ChunkedArray]:
+        """The sensitive columns as groups: a binned column's values replaced by the label
+        of their interval (a value outside every interval stops the gate here)."""
+        columns = {a: batch.column(a) for a in self.spec.sensitive}
+        for b in self.spec.bins:
+            columns[b.column] = b.assign(columns[b.column], path, offset)
+        return columns
 
     def _identities(self, batch: pa.RecordBatch, path: str) -> np.ndarray:
         from fairgate.engine.identity import row_identity
@@ -254,7 +265,7 @@ class BatchPass:
         return row_identity(batch, self.spec.identity, path)
 
     def _add_multiclass(self, batch: pa.RecordBatch, path: str, offset: int) -> None:
-        spec, mc, classes = self.spec, self.spec.multiclass, self.classes
+        mc, classes = self.spec.multiclass, self.classes
         assert mc is not None
         label_col = batch.column(mc.label)
         try:
@@ -268,7 +279,7 @@ class BatchPass:
         s = _indices(self.student, s_raw, classes, self.column_maps)
         r = (_indices(self.reference, r_raw, classes, self.column_maps)
              if self.reference is not None else None)
-        columns = {a: batch.column(a) for a in spec.sensitive}
+        columns = self._group_columns(batch, path, offset)
         columns[mc.classes_grouping.attributes[0]] = label_col
         if mc.spurious is not None:
             columns[mc.spurious.grouping.attributes[0]] = mc.spurious.column(
@@ -310,6 +321,16 @@ class BatchPass:
         if self.reference is not None:
             out["reference student"] = self.reference
         return out
+
+
+def _replaced(batch: pa.RecordBatch, columns: Mapping[str, pa.Array | pa.ChunkedArray]
+              ) -> pa.RecordBatch:
+    """``batch`` with some of its columns replaced (same names, same order)."""
+    names = batch.schema.names
+    if not any(columns[n] is not batch.column(n) for n in names if n in columns):
+        return batch
+    return pa.RecordBatch.from_arrays([columns.get(n, batch.column(n)) for n in names],
+                                      names=names)
 
 
 def _sampler(spec: SampleSpec | None) -> RowSampler | None:

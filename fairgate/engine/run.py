@@ -51,7 +51,7 @@ def pass_spec(policy: Policy, groupings: Sequence[Grouping], models: Sequence[Pr
     """The columns to read, their types, the tables to count and the samples to keep."""
     audit = policy.audit
     teacher, student = models[0], models[1]
-    columns = [audit.label, *audit.sensitive, *(c for p in models for c in p.columns)]
+    columns = [audit.label, *audit.attributes, *(c for p in models for c in p.columns)]
     if spurious is not None:
         columns.append(spurious.attribute)
     types: dict[str, pa.DataType] = {}
@@ -71,7 +71,7 @@ def pass_spec(policy: Policy, groupings: Sequence[Grouping], models: Sequence[Pr
     score_sample = None
     if wants_scores(policy):
         size = policy.scores.sample_rows if policy.scores is not None else DEFAULT_SCORE_SAMPLE
-        score_sample = SampleSpec(size, seed, tuple(audit.sensitive))
+        score_sample = SampleSpec(size, seed, tuple(audit.attributes))
     row_id = audit.row_id
     if row_id is not None and (sample is not None or score_sample is not None):
         columns.append(row_id)
@@ -80,7 +80,8 @@ def pass_spec(policy: Policy, groupings: Sequence[Grouping], models: Sequence[Pr
     if sample is not None or score_sample is not None:
         identity = (row_id,) if row_id is not None else tuple(sorted(columns))
     return PassSpec(
-        columns=tuple(columns), column_types=types, sensitive=tuple(audit.sensitive),
+        columns=tuple(columns), column_types=types, sensitive=tuple(audit.attributes),
+        bins=tuple(audit.binned.values()),
         groupings=tuple(groupings) if multiclass is None else (),
         label=LabelSpec(audit.label, audit.positive_label) if multiclass is None else None,
         multiclass=multiclass, spurious=spurious if multiclass is None else None,
@@ -96,6 +97,13 @@ def _set_data_root(models: Sequence[Predictor | None], root: str | None) -> None
             m.data_root = Path(root) if root is not None else None
 
 
+def text_columns_of(policy: Policy) -> tuple[str, ...]:
+    """Sensitive columns read as text from CSV (group names, whatever the first block looks
+    like); binned ones are read as numbers."""
+    binned = policy.audit.binned
+    return tuple(a for a in policy.audit.attributes if a not in binned)
+
+
 def wants_scores(policy: Policy) -> bool:
     from fairgate.core.metrics import CATALOGUE
 
@@ -108,10 +116,10 @@ def count_pass(spec: PassSpec, data: str | Path | InMemoryTable, models: Sequenc
     """Count with the chosen engine: the result, ``inputs.data`` and ``run.engine``."""
     from fairgate.inputs.data_source import discover
 
-    roles = column_roles(policy.audit.label, policy.audit.sensitive,
+    roles = column_roles(policy.audit.label, policy.audit.attributes,
                          policy.audit.spurious.attribute if policy.audit.spurious else None)
     # text and image-path columns are read as text from CSV, whatever they look like
-    text_columns = tuple(dict.fromkeys([*policy.audit.sensitive, *(
+    text_columns = tuple(dict.fromkeys([*text_columns_of(policy), *(
         m.inputs.column for m in models if isinstance(m, OnnxPredictor) and m.inputs is not None)]))
     if isinstance(data, InMemoryTable):  # the Python API: a DataFrame or an Arrow table
         from fairgate.engine.local import count_local

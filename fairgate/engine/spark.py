@@ -74,6 +74,7 @@ from fairgate.inputs.data_source import (
     format_of_name,
     hidden,
     partition_of,
+    refuse_compression,
 )
 from fairgate.inputs.model import Predictor
 
@@ -429,6 +430,8 @@ def _spark_listing(spark: Any, source: DataSource) -> DataSource:
     if not entries:
         raise DataError(f"{source.given}: no data files there")
     entries.sort(key=lambda e: e.rel)
+    for e in entries:
+        refuse_compression(e.rel.rsplit("/", 1)[-1], e.path)
     formats = {format_of_name(e.rel.rsplit("/", 1)[-1]) for e in entries}
     if None in formats or len(formats) > 1:
         raise DataError(f"{source.given}: the files must all be .parquet, .orc or .csv "

@@ -71,7 +71,8 @@ class AuditSet:
         the text columns as text and the declared types applied: every file (and both
         engines) then read each column the same way."""
         first = self.source.files[0]
-        with open(first.path, "rb") as f:
+        # compression from the name, as pacsv.open_csv does for the batches (.csv.gz)
+        with pa.input_stream(first.path, compression="detect") as f:
             reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
                                     convert_options=pacsv.ConvertOptions(
                                         column_types={c: pa.string() for c in self.text_columns}))

@@ -45,7 +45,11 @@ _SUFFIXES: dict[str, Format] = {
     ".orc": "orc",
     ".csv": "csv", ".txt": "csv",
 }
-_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4")  # data.csv.gz: pyarrow and Spark both decompress
+# Whole-file compression: gzip CSV is read (pyarrow and Spark both decompress it, as a stream);
+# the others are refused by name rather than read as garbage or by one engine only.
+_GZIP = ".gz"
+_REFUSED_COMPRESSION = (".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z", ".br", ".snappy",
+                        ".tgz", ".tar", ".z", ".lzma", ".lzo")
 _GLOB = re.compile(r"[*?\[]")
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -301,16 +305,30 @@ def _entry(path: Path, shown: str, rel: str, partition: tuple[tuple[str, str | N
 
 
 def format_of_name(name: str) -> Format | None:
+    """The format a file name says (``.csv.gz`` is CSV); None when it says none."""
     lower = name.lower()
-    for ext in _COMPRESSED:
-        if lower.endswith(ext):
-            lower = lower[: -len(ext)]
-            break
+    if lower.endswith(_GZIP):
+        lower = lower[: -len(_GZIP)]
     return _SUFFIXES.get(PurePosixPath(lower).suffix)
+
+
+def refuse_compression(name: str, shown: str) -> None:
+    """DataError for a compressed file fairgate does not read: anything but gzip, and gzip of
+    anything but CSV (Parquet and ORC compress inside the file)."""
+    lower = name.lower()
+    ext = next((e for e in _REFUSED_COMPRESSION if lower.endswith(e)), None)
+    if ext is None and lower.endswith(_GZIP) and format_of_name(lower) != "csv":
+        ext = _GZIP
+    if ext is not None:
+        what = "gzip of a file that is not .csv" if ext == _GZIP else f"{ext} compression"
+        raise DataError(f"{shown}: {what} is not read; fairgate reads .csv.gz (gzip CSV) and "
+                        "Parquet or ORC (compressed inside the file): decompress it, or write "
+                        "it as Parquet")
 
 
 def _format_of(path: Path, single: bool = False) -> Format:
     """From the name, else from the magic bytes; a single unknown file is read as CSV."""
+    refuse_compression(path.name, str(path))
     known = format_of_name(path.name)
     if known is not None:
         return known

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from fairgate.core.bins import Bins
+from fairgate.core.bins import edge_text as _edge
 from fairgate.core.counts import MAX_GROUPS, value_label
 from fairgate.core.metrics import CATALOGUE, TOP1_METRICS, Metric, suggest
 from fairgate.errors import PolicyError
@@ -34,7 +46,9 @@ class AuditSpec(_Strict):
     label: str = Field(description="Label column.")
     positive_label: Scalar | None = Field(
         None, description="Value of the label column that is positive (binary models).")
-    sensitive: list[str] = Field(min_length=1, description="Sensitive attribute columns.")
+    sensitive: list[Sensitive] = Field(
+        min_length=1, description="Sensitive attribute columns: names, or {column, bins} for a "
+        "numeric column grouped into right-open intervals; one name may be written alone.")
     intersections: bool = Field(False, description="Also gate on the cross of all attributes.")
     reference_groups: dict[str, Scalar] = Field(
         default_factory=dict,
@@ -52,6 +66,52 @@ class AuditSpec(_Strict):
         "(individual fairness, score metrics) keep rows by a hash of it; without it, by a hash "
         "of the values the gate reads. Either way a sample does not depend on row order, "
         "files or partitions.")
+
+    @field_validator("sensitive", mode="before")
+    @classmethod
+    def _one_name(cls, v: Any) -> Any:
+        """``sensitive: sex`` is ``sensitive: [sex]``."""
+        return [v] if isinstance(v, str | dict) else v
+
+    @property
+    def attributes(self) -> list[str]:
+        """The sensitive columns by name, in policy order (groupings, checks' ``on``)."""
+        return [a if isinstance(a, str) else a.column for a in self.sensitive]
+
+    @property
+    def binned(self) -> dict[str, Bins]:
+        """The numeric attributes grouped into intervals, by column."""
+        return {a.column: Bins(a.column, tuple(a.bins)) for a in self.sensitive
+                if isinstance(a, BinnedAttribute)}
+
+
+class BinnedAttribute(_Strict):
+    """A numeric sensitive column, grouped into right-open intervals ``[a, b)``."""
+
+    column: str = Field(description="The numeric column.")
+    bins: list[float] = Field(
+        min_length=2, description="Increasing interval edges: [0, 25, 40, 65] makes groups "
+        "[0, 25), [25, 40) and [40, 65); a value outside them stops the gate unless the first "
+        "edge is -.inf or the last .inf.")
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if any(x != x for x in v):
+            raise ValueError("bins must be numbers, not NaN")
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"bins must be strictly increasing, got [{', '.join(map(_edge, v))}]")
+        return v
+
+
+def _sensitive_kind(v: Any) -> str:
+    return "BinnedAttribute" if isinstance(v, dict | BinnedAttribute) else "str"
+
+
+#: One sensitive attribute: a column name, or a numeric column with its bins (validated as
+#: the one its form says, so an error names that form only).
+Sensitive = Annotated[Annotated[str, Tag("str")] | Annotated[BinnedAttribute, Tag("BinnedAttribute")],
+                      Discriminator(_sensitive_kind)]
 
 
 class SpuriousSpec(_Strict):
@@ -313,7 +373,9 @@ class Waiver(_Strict):
     """An accepted, owned, expiring exception to a check (optionally one grouping of it)."""
 
     check: str
-    grouping: str | list[str] | None = None
+    grouping: str | list[str] | None = Field(
+        None, description="The grouping: its name as reports print it (sex, sex*age) or the "
+        "list of its attributes ([sex, age]).")
     group: str | None = Field(
         None, description="Reserved: checks are decided per grouping, so waive the grouping.")
     reason: str = Field(pattern=r"\S")
@@ -330,6 +392,18 @@ class Waiver(_Strict):
             except ValueError:
                 raise ValueError(f"expires must be a date YYYY-MM-DD, got {v!r}") from None
         return v
+
+
+def waived_groupings(grouping: str | list[Any]) -> list[tuple[str, ...]]:
+    """The groupings a waiver's ``grouping`` may mean: a list names the attributes; a name
+    is one column or, with ``*``, the intersection reports print as ``sex*age`` (validation
+    refuses a name that means both)."""
+    if isinstance(grouping, list):
+        return [tuple(map(str, grouping))]
+    out: list[tuple[str, ...]] = [(grouping,)]
+    if "*" in grouping:
+        out.append(tuple(grouping.split("*")))
+    return out
 
 
 class CounterfactualSpec(_Strict):
@@ -480,19 +554,42 @@ def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
+def _sensitive_entries(v: Any) -> list[tuple[Path_, str, Bins | None]]:
+    """The sensitive attributes as written: where each is, its column, its bins if any
+    (a scalar is one attribute; malformed entries are left to pydantic)."""
+    out: list[tuple[Path_, str, Bins | None]] = []
+    if isinstance(v, str):
+        return [(("audit", "sensitive"), v, None)]
+    for i, a in enumerate(_list(v)):
+        if isinstance(a, str):
+            out.append((("audit", "sensitive", i), a, None))
+        elif isinstance(a, dict) and isinstance(a.get("column"), str):
+            edges = _list(a.get("bins"))
+            ok = (len(edges) >= 2 and all(_num(x) is not None and x == x for x in edges)
+                  and all(y > x for x, y in itertools.pairwise(edges)))
+            out.append((("audit", "sensitive", i, "column"), a["column"],
+                        Bins(a["column"], tuple(float(x) for x in edges)) if ok else None))
+    return out
+
+
 def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
     """Problems of meaning, found on the raw data so they show next to type errors."""
     errs: list[tuple[Path_, str]] = []
     audit = _dict(data.get("audit"))
-    sens = [a for a in _list(audit.get("sensitive")) if isinstance(a, str)]
-    for i, a in enumerate(sens):
+    entries = _sensitive_entries(audit.get("sensitive"))
+    sens = [name for _, name, _ in entries]
+    for i, (at, a, _) in enumerate(entries):
         if sens.index(a) != i:
-            errs.append((("audit", "sensitive", i), f"{a!r} is listed twice"))
+            errs.append((at, f"{a!r} is listed twice"))
     errs += _mode_errors(data, audit, sens)
-    for attr in _dict(audit.get("reference_groups")):
+    bins = {name: edges for _, name, edges in entries if edges is not None}
+    for attr, value in _dict(audit.get("reference_groups")).items():
         if attr not in sens:
             errs.append((("audit", "reference_groups", attr),
                          f"{attr!r} is not a sensitive attribute ({', '.join(sens)})"))
+        elif attr in bins and value not in bins[attr].labels:
+            errs.append((("audit", "reference_groups", attr), f"{attr} is binned: its groups are "
+                         f"{', '.join(bins[attr].labels)}; got {value!r}"))
     errs += _model_errors(_dict(data.get("model")), data.get("multiclass") is not None)
     ids: dict[str, int] = {}
     individual = data.get("individual")
@@ -531,15 +628,19 @@ def _semantic_errors(data: dict[str, Any]) -> list[tuple[Path_, str]]:
                          "are decided per grouping, so waive the grouping"))
         g = w.get("grouping")
         check = checks.get(w.get("check"))
-        if g is not None and check is not None:
-            wanted = [g] if isinstance(g, str) else _list(g)
+        if g is not None and check is not None and isinstance(g, str | list):
             on = check.get("on")
             allowed = ([[x] if isinstance(x, str) else _list(x) for x in on] if isinstance(on, list)
                        else [[a] for a in sens] + ([sens] if audit.get("intersections") else []))
-            if wanted not in allowed:
-                names = ", ".join("*".join(map(str, x)) for x in allowed)
+            hits = [x for x in waived_groupings(g) if list(x) in allowed]
+            names = ", ".join("*".join(map(str, x)) for x in allowed)
+            if not hits:
+                shown = g if isinstance(g, str) else "*".join(map(str, g))
                 errs.append((("waivers", i, "grouping"), f"check {w['check']!r} is not decided on "
-                             f"grouping {'*'.join(map(str, wanted))} (it is on: {names})"))
+                             f"grouping {shown} (it is on: {names})"))
+            elif len(hits) > 1:
+                errs.append((("waivers", i, "grouping"), f"{g!r} names the column {g!r} and the "
+                             f"intersection {'*'.join(hits[1])}; write the list form to choose"))
     return errs
 
 
@@ -662,7 +763,7 @@ def _mode_errors(data: dict[str, Any], audit: dict[str, Any], sens: list[str]) -
     multi = data.get("multiclass")
     label = audit.get("label")
     if label in sens:
-        errs.append((("audit", "sensitive", sens.index(label)),
+        errs.append((_sensitive_entries(audit.get("sensitive"))[sens.index(label)][0],
                      f"{label!r} is the label column; it cannot be a sensitive attribute"))
     spurious = _dict(audit.get("spurious"))
     if spurious.get("attribute") is not None and spurious.get("attribute") == label:
@@ -936,4 +1037,8 @@ def json_schema() -> dict[str, Any]:
     schema["title"] = "fairgate policy, version 1"
     check = schema["$defs"]["Check"]["properties"]
     check["metric"]["enum"] = sorted(CATALOGUE)
+    audit = schema["$defs"]["AuditSpec"]["properties"]
+    listed = audit.pop("sensitive")  # one attribute may be written alone (sensitive: sex)
+    audit["sensitive"] = {"description": listed.pop("description"), "title": listed.pop("title"),
+                          "anyOf": [listed, *listed["items"]["oneOf"]]}
     return schema

@@ -257,3 +257,27 @@ def workflow_command(name: str, data: object, **properties: object) -> WorkflowC
 def emit_workflow_command(command: WorkflowCommand) -> None:
     """The one unguarded way to stdout, for fairgate's own commands (annotations)."""
     _write(lambda: click.echo(command))
+
+
+_PLAIN_YAML = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "none"})
+
+
+def yaml_scalar(value: object) -> str:
+    """A value for a YAML file fairgate writes (``fairgate init``): numbers and booleans as
+    such, a plain word as is, any other text double-quoted with JSON escapes (YAML reads
+    them), so no column name or value can end a line, start a comment or change a type."""
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value)
+    if _PLAIN_YAML.match(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text)
+
