@@ -109,6 +109,21 @@ def test_bins_metric_is_fairlearns_on_the_same_groups(run_cli, write_policy, age
         assert got == pytest.approx(expected, abs=1e-12)
 
 
+def test_bin_groups_are_listed_in_edge_order_not_text_order(run_cli, write_policy, aged) -> None:
+    # ages are 18..64: as text "[30, 100)" sorts before "[9, 30)"; by edge it comes after
+    text = policy("[{column: age, bins: [0, 9, 30, 100]}]")
+    r = gate(run_cli, write_policy(text), aged)
+    assert r.exit_code in (0, 1), r.stderr
+    listed = [g["group"]["age"] for g in r.report["groups"] if g["grouping"] == ["age"]]
+    present = sorted({hand_label_of(int(a), [0, 9, 30, 100]) for a in pd.read_parquet(aged).age},
+                     key=lambda label: float(label[1:label.index(",")]))
+    assert listed == present == ["[9, 30)", "[30, 100)"]
+
+
+def hand_label_of(age: int, edges: list[int]) -> str:
+    return next(f"[{lo}, {hi})" for lo, hi in itertools.pairwise(edges) if lo <= age < hi)
+
+
 def test_scalar_sensitive_is_a_list_of_one(run_cli, write_policy, synthetic) -> None:
     one = gate(run_cli, write_policy(policy("sex"), "one.yaml"), synthetic, "one")
     listed = gate(run_cli, write_policy(policy("[sex]"), "list.yaml"), synthetic, "list")

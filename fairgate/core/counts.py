@@ -6,6 +6,7 @@ so memory does not grow with the audit set and counts of batches (or partitions)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,23 @@ import pyarrow.compute as pc
 from fairgate.errors import DataError
 
 MISSING = "(missing)"
+_BIN_LABEL = re.compile(r"\[([^,\[\]]+), [^,\[\]]+\)")
+
+
+def group_order(group: tuple[str, ...]) -> tuple[tuple[int, float, str], ...]:
+    """Sort key of a group: bin labels (``[25, 40)``, core/bins.py) by their left edge, so
+    ``[100, 200)`` follows ``[25, 100)``; every other value by its text."""
+    return tuple(_value_order(v) for v in group)
+
+
+def _value_order(value: str) -> tuple[int, float, str]:
+    m = _BIN_LABEL.fullmatch(value)
+    if m:
+        try:
+            return (0, float(m.group(1)), value)
+        except ValueError:
+            pass
+    return (1, 0.0, value)
 # 8 cells a group: index = ((g * 2 + y) * 2 + y_teacher) * 2 + y_student
 CELLS = 8
 #: Default cap on distinct groups per grouping (policy: ``audit.max_groups``). Gating needs
@@ -259,7 +277,7 @@ class CountAccumulator:
                 for key in combo
             ]
             cells = self._cells[grouping].reshape(len(combo), 2, 2, 2)
-            order = sorted(range(len(labels)), key=lambda i: labels[i])
+            order = sorted(range(len(labels)), key=lambda i: group_order(labels[i]))
             out[grouping] = GroupingCounts(
                 grouping, tuple(labels[i] for i in order), cells[order]
             )

@@ -37,6 +37,7 @@ from fairgate.core.counts import (
     Grouping,
     GroupingCounts,
     TooManyGroups,
+    group_order,
 )
 from fairgate.core.individual import RowSampler, SampledRows
 from fairgate.core.multiclass import (
@@ -426,8 +427,8 @@ def _merge_samplers(a: RowSampler | None, b: RowSampler | None) -> RowSampler | 
 
 
 def merge_counts(a: GroupingCounts, b: GroupingCounts) -> GroupingCounts:
-    """The counts of one grouping over two disjoint sets of rows, groups sorted by value."""
-    groups = sorted(set(a.groups) | set(b.groups))
+    """The counts of one grouping over two disjoint sets of rows, groups in label order."""
+    groups = sorted(set(a.groups) | set(b.groups), key=group_order)
     index = {g: i for i, g in enumerate(groups)}
     cells = np.zeros((len(groups), 2, 2, 2), dtype=np.int64)
     for gc in (a, b):
