@@ -121,6 +121,7 @@ def scrub(text: str, report: GateReport) -> str:
     text = text.replace(str(report.policy.path.parent), "<tmp>")
     text = text.replace(f"fairgate {report.version}", "fairgate <version>")
     text = text.replace(f'value="{report.version}"', 'value="<version>"')
+    text = re.sub(r"fingerprint [0-9a-f]{64}", "fingerprint <fp>", text)  # has mtimes
     text = re.sub(r'time="[0-9.]+"', 'time="<t>"', text)
     return re.sub(r'timestamp="[^"]*"', 'timestamp="<ts>"', text)
 
@@ -163,7 +164,7 @@ def test_markdown_says_failures_first_and_waivers_loudly(scenario: GateReport) -
     assert ids == ["dp-sex", "eo-race", "accuracy-strict", "accuracy-kept", "four-fifths",
                    "dp-race", "accuracy-loose"]
     assert "🔷 **inconclusive (blocks)**" in md and "🔷 inconclusive (warn only)" in md
-    assert "1 check WAIVED" in md and "waived until **2030-01-31** by alice@example.com" in md
+    assert "1 check WAIVED" in md and "waived until **2030-01-31** by alice@&#8203;example.com" in md
     assert "**Expired waiver** for **accuracy-kept**" in md and "**2020-01-01**" in md
     # the waiver reason came from the policy: its HTML and pipe are inert
     assert "<b>retrain" not in md and "&lt;b&gt;retrain&lt;/b&gt;" in md and "B \\| " in md
@@ -496,7 +497,7 @@ def test_hostile_group_labels_are_inert(tmp_path: Path, schema: xmlschema.XMLSch
     for line in md.splitlines():
         if line.startswith("| ") and "zip" not in line:
             # every table row of one table has the same number of unescaped pipes
-            assert len(re.findall(r"(?<!\\)\|", line)) in (7, 8, 9), line
+            assert len(re.findall(r"(?<!\\)\|", line)) in (5, 7, 8, 9), line
     page = render_html(report)
     assert "<img" not in page and "&lt;img src=x" in page
     xml = render_junit(report)
