@@ -562,12 +562,14 @@ def _reading(report: GateReport) -> str:
 def _provenance(report: GateReport) -> str:
     """Which files made this verdict: their digests, how each model was read, the engine."""
     rows = [f'<tr class="input" data-input="{_e(name)}"><td><b>{_e(name)}</b></td>'
-            f"<td>{_e(where)}</td><td><code>{_e(digest)}</code></td><td>{_e(how)}</td></tr>"
-            for name, where, digest, how in provenance(report)]
+            f"<td>{_e(where)}</td><td><code>{_e(digest)}</code></td><td>{_e(positive)}</td>"
+            f"<td>{_e(how)}</td></tr>"
+            for name, where, digest, positive, how in provenance(report)]
     return ("<section id=inputs><h2>Inputs</h2><p class=note>sha256 of the policy and of "
             "each model file; the audit set by fingerprint (see report.json "
             "<code>inputs</code>).</p>"
-            + _table(["input", "source", "digest", "read as"], rows, "inputs") + "</section>")
+            + _table(["input", "source", "digest", "positive class", "read as"], rows, "inputs")
+            + "</section>")
 
 
 def render_html(report: GateReport) -> str:

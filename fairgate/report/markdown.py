@@ -103,15 +103,16 @@ def rate_change_text(iv: RateIntervals | None) -> str:
     return "" if iv is None or iv.delta is None else f"Δ {show_interval(iv.delta, True)}"
 
 
-def provenance(report: GateReport) -> list[tuple[str, str, str, str]]:
-    """(input, where it came from, its digest, how it was read) for the policy, the data,
-    each model and the engine: what report.json's ``inputs`` and ``run.engine`` hold, so a
-    reviewer can tell which files made this verdict. Raw text: each sink makes it safe."""
+def provenance(report: GateReport) -> list[tuple[str, str, str, str, str]]:
+    """(input, where it came from, its digest, the positive class, how it was read) for the
+    policy, the data, each model and the engine: what report.json's ``inputs`` and
+    ``run.engine`` hold, so a reviewer can tell which files made this verdict and how they
+    were read. Raw text: each sink makes it safe."""
     inputs = report.inputs
     out = []
     pol = inputs.get("policy", {})
     out.append(("policy", str(pol.get("path", report.policy.path)),
-                f"sha256 {pol['sha256']}" if pol.get("sha256") else "—", "YAML policy"))
+                f"sha256 {pol['sha256']}" if pol.get("sha256") else "—", "—", "YAML policy"))
     data = inputs.get("data", {})
     if data:
         where = str(data.get("path") or data.get("table") or "—")
@@ -123,7 +124,7 @@ def provenance(report: GateReport) -> list[tuple[str, str, str, str]]:
             str(data.get("format") or ""),
             f"{files:,} file{'s' if files != 1 else ''}" if isinstance(files, int) else "",
             f"{data['rows']:,} rows" if isinstance(data.get("rows"), int) else "") if x)
-        out.append(("data", where, digest, how or "—"))
+        out.append(("data", where, digest, "—", how or "—"))
     readings = dict(model_readings(report))
     for key, role in ROLES:
         info = inputs.get(key)
@@ -134,12 +135,17 @@ def provenance(report: GateReport) -> list[tuple[str, str, str, str]]:
                  and (src.get("uri") or src.get("label")) else
                  str(info["path"]) if info.get("path") else f"column {info.get('column')}")
         digest = f"sha256 {info['sha256']}" if info.get("sha256") else "— (a data column)"
-        out.append((role, where, digest, readings.get(role, "—")))
+        read = info.get("output") if isinstance(info.get("output"), dict) else {}
+        positive = (f"{read['positive_class']} (from {read.get('positive_from') or '?'})"
+                    if read.get("positive_class") else
+                    f"multi-class: {len(read['classes'])} classes (from "
+                    f"{read.get('classes_from') or '?'})" if read.get("classes") else "—")
+        out.append((role, where, digest, positive, readings.get(role, "—")))
     engine = report.engine or {}
     if engine:
         name = engine.get("name", "?")
         extra = ", ".join(f"{k} {v}" for k, v in engine.items() if k != "name")
-        out.append(("engine", str(name), "—", extra or "—"))
+        out.append(("engine", str(name), "—", "—", extra or "—"))
     return out
 
 
@@ -430,9 +436,11 @@ def _render(report: GateReport, lim: _Limits) -> str:
 
 def _provenance(report: GateReport) -> list[str]:
     """Which files made this verdict: digests of the inputs, how each model was read."""
-    rows = [[_md(name), _md(where), safe.markdown(digest, 400), _md(how)]
-            for name, where, digest, how in provenance(report)]
-    return ["### Inputs", "", *_table(["input", "source", "digest", "read as"], rows), ""]
+    rows = [[_md(name), _md(where), safe.markdown(digest, 400), _md(positive),
+             safe.markdown(how, REASON_CHARS)]
+            for name, where, digest, positive, how in provenance(report)]
+    return ["### Inputs", "", *_table(["input", "source", "digest", "positive class", "read as"],
+                                      rows), ""]
 
 
 def _cut(text: str, max_bytes: int) -> str:
