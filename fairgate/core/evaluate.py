@@ -333,7 +333,8 @@ def with_group_intervals(counts: GroupingCounts, ctx: Context, settings: Setting
     rates = ("accuracy",) if rows[0].top1 else INTERVAL_RATES
     rng = rng_for(settings.seed, counts.grouping.name)
     chunk = max(1, min(CHUNK, CHUNK_CELLS // max(cells.size, 1)))
-    t_parts, s_parts = [], []
+    t_parts: list[np.ndarray] = []
+    s_parts: list[np.ndarray] = []
     for start in range(0, settings.resamples, chunk):
         boot = resample_cells(cells, min(chunk, settings.resamples - start), rng)[:, pos]
         for parts, conf in ((t_parts, GroupingCounts.teacher(boot)),

@@ -187,7 +187,7 @@ def _forest(results: Sequence[CheckResult], counts: bool = False) -> str:
     ``counts``: checks on counts of groups (:func:`count_metric`), drawn on an axis of their
     own: a change of 2 groups on the rates' axis would squash every rate change to a dot.
     """
-    label_w, plot_w, value_w, row_h, top = 300, 480, 150, 26, 8
+    label_w, plot_w, value_w, row_h, top = 300, 480, 200, 26, 8
     points: list[float] = [0.0]
     for r in results:
         v = r.value
@@ -367,11 +367,8 @@ def _dumbbells(rows: Sequence[GroupRow], alpha: float) -> str:
                  f'data-hi="{scale.hi!r}" data-x0="{label_w}" data-width="{panel_w}">'
                  f'<text x="{label_w + panel_w / 2}" y="12" text-anchor="middle" '
                  f'font-weight="600">{_e(title)}</text>']
-        for i, g in enumerate(rows):
-            y = top + row_h * i + row_h / 2
-            if i % 2 == 0:
-                parts.append(f'<rect x="0" y="{y - row_h / 2:.1f}" width="{width}" '
-                             f'height="{row_h}" fill="#f8f9fa"/>')
+        parts += [f'<rect x="0" y="{top + row_h * i:.1f}" width="{width}" height="{row_h}" '
+                  'fill="#f8f9fa"/>' for i in range(0, len(rows), 2)]
         parts.append(_axis(scale, ticks, top, height, signed=False))
         for i, g in enumerate(rows):
             parts.append(_group_cell(g, rate, title, scale, top + row_h * i + row_h / 2, alpha))
@@ -402,7 +399,8 @@ def _group_cell(g: GroupRow, rate: str, title: str, scale: _Scale, y: float,
     label_attrs = "" if g.gated else f' fill="{MUTED}" font-style="italic"'
     cell = [f'<g data-group="{_e(group_label(g))}"><title>{_e(tip)}</title>'
             f'<text x="{scale.x0 - 8}" y="{y + 4:.1f}" text-anchor="end"{label_attrs}>'
-            f"{_e(group_label(g), 16, short=True)}{ref} ({g.n:,}){star}</text>"]
+            f"{_e(group_label(g), 16 - len(ref) - 2 * len(star), short=True)}{ref} "
+            f"({g.n:,}){star}</text>"]
     missing = [role for role, x in (("teacher", t), ("student", s)) if math.isnan(x)]
     if missing:
         who = "both" if len(missing) == 2 else missing[0]

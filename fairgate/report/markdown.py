@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fairgate.core.counts import Grouping
 from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue, RateIntervals
@@ -135,7 +136,8 @@ def provenance(report: GateReport) -> list[tuple[str, str, str, str, str]]:
                  and (src.get("uri") or src.get("label")) else
                  str(info["path"]) if info.get("path") else f"column {info.get('column')}")
         digest = f"sha256 {info['sha256']}" if info.get("sha256") else "— (a data column)"
-        read = info.get("output") if isinstance(info.get("output"), dict) else {}
+        output = info.get("output")
+        read: dict[str, Any] = output if isinstance(output, dict) else {}
         positive = (f"{read['positive_class']} (from {read.get('positive_from') or '?'})"
                     if read.get("positive_class") else
                     f"multi-class: {len(read['classes'])} classes (from "
