@@ -808,3 +808,40 @@ def test_status_colours_meet_wcag_aa() -> None:
         assert ratio(colour, "#ffffff") >= 4.5 and ratio(colour, "#f8f9fa") >= 4.5, colour
     for colour in page._VERDICT_COLOR.values():
         assert ratio("#ffffff", colour) >= 4.5, colour
+
+
+def test_group_intervals_from_the_metrics_pass_equal_their_own_draw() -> None:
+    """evaluate() takes the groups' copies from the metrics' pass; report_groups() alone
+    draws the stream again. Both read the same copies, so the intervals are equal, for a
+    pooled table (ungated groups) and for a grouping no metric reads."""
+    from fairgate.core.counts import Grouping, GroupingCounts
+    from fairgate.core.evaluate import (
+        MetricKey,
+        Settings,
+        context_for,
+        evaluate,
+        pool_ungated,
+        report_groups,
+    )
+
+    rng = np.random.default_rng(9)
+    g, h = Grouping(("g",)), Grouping(("h",))
+    counts = {x: GroupingCounts(x, tuple((str(i),) for i in range(k)),
+                                rng.integers(0, 40, (k, 2, 2, 2)) * (rng.random((k, 1, 1, 1)) < 0.9))
+              for x, k in ((g, 7), (h, 3))}
+    settings = Settings(min_group_size=150, reference_groups={}, confidence=0.95,
+                        resamples=400, seed=5)
+    keys = [MetricKey("demographic_parity_difference", g), MetricKey("accuracy", None)]
+    values, found = evaluate(keys, counts, settings, [g, h])
+    assert set(found) == {g, h} and found[g] and found[h]
+    rows, _ = report_groups(counts, [g, h], settings)  # draws both streams itself
+    drawn = {(r.grouping, r.group): r.intervals for r in rows}
+    for grouping, per_group in found.items():
+        for group, ivs in per_group.items():
+            assert drawn[(grouping, group)] == ivs
+    for x in (g, h):  # both tables are pooled (two groups or more below 150 rows)
+        assert len(pool_ungated(counts[x].cells, context_for(counts[x], settings))[0]) < \
+            len(counts[x].groups)
+    for r in rows:
+        assert bool(r.intervals) == (r.gated or r.reference)
+    assert evaluate(keys, counts, Settings(150, {}, 0.95, 0, 5), [g])[1] == {}

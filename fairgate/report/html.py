@@ -514,12 +514,14 @@ def _classwise(report: GateReport) -> str:
                 f"<td class=num>{_e(acc)}</td><td class=num>{_e(p)}</td></tr>"
                 for c, n, acc, p in changed]
         out.append(f"<h3>{_e(title)}</h3>"
-                   + (_table(["class", "n", "accuracy", "p (Holm)"], body) if body else ""))
+                   + (_table(["class", "n", "accuracy", "p (Holm)"], body, right=(1, 2, 3))
+                      if body else ""))
     for a, b, title, rows in disagreement_lines(report):
         body = [f'<tr class="pair"><td>{_e(x)}</td><td>{_e(y)}</td><td class=num>{_e(n)}</td></tr>'
                 for x, y, n in rows]
         out.append(f'<div class="disagreement" data-a="{_e(a)}" data-b="{_e(b)}"><h3>{_e(title)}'
-                   f"</h3>{_table([f'{a} says', f'{b} says', 'rows'], body) if body else ''}</div>")
+                   f"</h3>{_table([f'{a} says', f'{b} says', 'rows'], body, right=(2,)) if body else ''}"
+                   "</div>")
     return "".join(out) + "</section>"
 
 
