@@ -818,6 +818,7 @@ def test_group_intervals_from_the_metrics_pass_equal_their_own_draw() -> None:
     from fairgate.core.evaluate import (
         MetricKey,
         Settings,
+        compute_values,
         context_for,
         evaluate,
         pool_ungated,
@@ -833,6 +834,9 @@ def test_group_intervals_from_the_metrics_pass_equal_their_own_draw() -> None:
                         resamples=400, seed=5)
     keys = [MetricKey("demographic_parity_difference", g), MetricKey("accuracy", None)]
     values, found = evaluate(keys, counts, settings, [g, h])
+    alone = compute_values(keys, counts, settings)  # the metrics do not change
+    assert {k: v.delta_interval for k, v in values.items()} == \
+        {k: v.delta_interval for k, v in alone.items()}
     assert set(found) == {g, h} and found[g] and found[h]
     rows, _ = report_groups(counts, [g, h], settings)  # draws both streams itself
     drawn = {(r.grouping, r.group): r.intervals for r in rows}
