@@ -205,7 +205,7 @@ def test_contrast_check_catches_faint_text() -> None:
     assert contrast([0, 0, 0, 1], white) == pytest.approx(21.0)
 
 
-@pytest.mark.parametrize(("name", "width"), [("example", 420), ("hostile", 1280)])
+@pytest.mark.parametrize(("name", "width"), CASES)
 def test_every_text_has_aa_contrast(browser: webdriver.Chrome, pages: dict[str, Path],
                                     name: str, width: int) -> None:
     _open(browser, pages[name], width)

@@ -262,7 +262,7 @@ def _checks(report: GateReport) -> str:
     results = report.decision.results
     rows = []
     for r in results:
-        v = r.value
+        v, count = r.value, count_metric(r.key.metric)
         why = "" if r.status is Status.PASS else r.reason
         rows.append(
             f'<tr class="check" data-check="{_e(r.check.id)}" '
@@ -270,10 +270,9 @@ def _checks(report: GateReport) -> str:
             f'<td class="status" style="color:{COLOR[r.status]}">{_e(status_text(r))}</td>'
             f"<td><b>{_e(r.check.id)}</b><br><span class=note>{_e(r.key.metric)}</span></td>"
             f"<td>{_e(grouping_name(r.key.grouping))}</td>"
-            + _num_td("teacher", v.teacher, v.teacher_interval, count=count_metric(r.key.metric))
-            + _num_td("student", v.student, v.student_interval, count=count_metric(r.key.metric))
-            + _num_td("delta", v.delta, v.delta_interval, signed=True,
-                      count=count_metric(r.key.metric))
+            + _num_td("teacher", v.teacher, v.teacher_interval, count=count)
+            + _num_td("student", v.student, v.student_interval, count=count)
+            + _num_td("delta", v.delta, v.delta_interval, signed=True, count=count)
             + f"<td>{_e(bound_text(r))}</td><td class=num>{_e(detect_text(r))}</td>"
             + f"<td class=reason>{_e(why, 600)}</td></tr>"
         )
@@ -296,15 +295,13 @@ def _kpis(report: GateReport) -> str:
     rows = []
     for v in report.kpis:
         bound = "; ".join(f"{bound_text(r)} ({r.check.id})" for r in gated.get(v.key, []))
+        count = count_metric(v.key.metric)
         rows.append(f'<tr class="kpi" data-metric="{_e(v.key.metric)}" '
                     f'data-grouping="{_e(grouping_name(v.key.grouping))}">'
                     f"<td>{_e(v.key.metric)}</td><td>{_e(grouping_name(v.key.grouping))}</td>"
-                    + _num_td("teacher", v.teacher, v.teacher_interval,
-                              count=count_metric(v.key.metric))
-                    + _num_td("student", v.student, v.student_interval,
-                              count=count_metric(v.key.metric))
-                    + _num_td("delta", v.delta, v.delta_interval, signed=True,
-                              count=count_metric(v.key.metric))
+                    + _num_td("teacher", v.teacher, v.teacher_interval, count=count)
+                    + _num_td("student", v.student, v.student_interval, count=count)
+                    + _num_td("delta", v.delta, v.delta_interval, signed=True, count=count)
                     + f"<td>{_e(bound or '—')}</td></tr>")
     st = report.policy.policy.statistics
     note = (f"<p class=note>Intervals: {st.confidence:.0%} paired bootstrap, {st.resamples} "

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fairgate.core.counts import Grouping
-from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue, RateIntervals
+from fairgate.core.evaluate import (
+    INTERVAL_RATES,
+    GroupRow,
+    MetricKey,
+    MetricValue,
+    RateIntervals,
+)
 from fairgate.core.gate import ORDER, POWER, CheckResult, Status
 from fairgate.core.metrics import CATALOGUE
 from fairgate.core.outcome import GateReport
@@ -37,8 +43,10 @@ MAX_BYTES = 900 * 1024  # our budget: leaves room for anything else the step app
 GROUP_ROWS = 50  # groups shown per grouping before truncation
 LABEL_CHARS = 80
 REASON_CHARS = 400
-RATES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
-         ("accuracy", "accuracy"))
+# the group rates reports show: those that carry intervals (evaluate.INTERVAL_RATES)
+RATE_TITLES = {"selection_rate": "selection rate", "tpr": "TPR", "fpr": "FPR",
+               "accuracy": "accuracy"}
+RATES = tuple((r, RATE_TITLES[r]) for r in INTERVAL_RATES)
 
 VERDICT = {"pass": "✅ PASS", "warn": "⚠️ PASS with warnings", "fail": "❌ FAIL"}
 _MARK = {Status.FAIL: "❌ **fail**", Status.WARN: "⚠️ warn", Status.WAIVED: "🟡 **WAIVED**",
