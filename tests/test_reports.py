@@ -849,3 +849,19 @@ def test_group_intervals_from_the_metrics_pass_equal_their_own_draw() -> None:
     for r in rows:
         assert bool(r.intervals) == (r.gated or r.reference)
     assert evaluate(keys, counts, Settings(150, {}, 0.95, 0, 5), [g])[1] == {}
+
+
+def test_at_most_100_groups_a_grouping_get_intervals(many_groups: GateReport) -> None:
+    """1,000 gated zip codes: the reference and the 99 with the smallest Holm-adjusted
+    McNemar p (then the largest) get intervals, the order reports show groups in."""
+    zips = [g for g in to_dict(many_groups)["groups"] if g["grouping"] == ["zip"]]
+    assert len(zips) == 1000 and all(g["gated"] for g in zips)
+    with_iv = [g for g in zips if g["intervals"] is not None]
+    assert len(with_iv) == 100
+    assert any(g["reference"] for g in with_iv)
+
+    def key(g: dict[str, Any]) -> tuple[float, int]:
+        return (g["mcnemar"]["p_holm"], -g["n"])
+
+    others = [key(g) for g in zips if g["intervals"] is None]
+    assert max(key(g) for g in with_iv if not g["reference"]) <= min(others)

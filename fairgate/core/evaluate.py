@@ -107,7 +107,7 @@ class GroupRow:
     # reads from a report to size the next audit
     joint: tuple[int, ...] = ()
     # per rate of :data:`INTERVAL_RATES`: percentile intervals of teacher, student and change
-    # from the grouping's bootstrap copies (gated groups and the reference; see group_intervals)
+    # from the grouping's bootstrap copies (gated groups and the reference; interval_targets)
     intervals: Mapping[str, RateIntervals] = field(default_factory=dict)
 
 
@@ -333,10 +333,11 @@ def interval_targets(counts: GroupingCounts, ctx: Context) -> np.ndarray:
     keep = ctx.gated.copy()
     if ctx.reference is not None:
         keep[ctx.reference] = True
-    sizes = counts.sizes
-    return np.array(sorted(np.flatnonzero(keep).tolist(), key=lambda i: (
-        i != ctx.reference, 1.0 if np.isnan(p[i]) else p[i], -sizes[i]))[:INTERVAL_GROUPS],
-        dtype=np.int64)
+    idx = np.flatnonzero(keep)
+    # by (not the reference, p, −size); lexsort is stable, so ties keep table order
+    order = np.lexsort((-counts.sizes[idx], np.nan_to_num(p[idx], nan=1.0),
+                        idx != ctx.reference))
+    return idx[order][:INTERVAL_GROUPS]
 
 
 class _RateCopies:
