@@ -23,8 +23,8 @@ from fairgate.core.evaluate import (
     MetricKey,
     MetricValue,
     Settings,
-    compute_values,
     context_for,
+    evaluate,
     group_rows,
     paired_value,
     report_groups,
@@ -240,7 +240,9 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
                         st.interval)
     checks = check_keys(policy, groupings)
     kpi_keys = kpi_keys_of(policy, groupings, reference is not None)
-    values = compute_values([k for _, k in checks] + kpi_keys, counted.counts, settings)
+    # the group rows' rate intervals come from the copies the metrics' intervals are drawn from
+    values, group_intervals = evaluate([k for _, k in checks] + kpi_keys, counted.counts,
+                                       settings, groupings)
     individual: dict[str, Any] | None = None
     if counted.sample is not None:
         sampled, individual = individual_values(policy, counted.sample, teacher, student,
@@ -254,7 +256,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
             settings)
         values.update(scored)
     decision = decide(policy, values, groupings, req.today or dt.date.today())
-    groups, unlisted = report_groups(counted.counts, groupings, settings)
+    groups, unlisted = report_groups(counted.counts, groupings, settings, group_intervals)
     classwise = None
     if policy.multiclass is not None:
         per_class = [r for r in groups if r.grouping == derived["classes"].grouping]

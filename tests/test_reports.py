@@ -121,6 +121,7 @@ def scrub(text: str, report: GateReport) -> str:
     text = text.replace(str(report.policy.path.parent), "<tmp>")
     text = text.replace(f"fairgate {report.version}", "fairgate <version>")
     text = text.replace(f'value="{report.version}"', 'value="<version>"')
+    text = re.sub(r"fingerprint [0-9a-f]{64}", "fingerprint <fp>", text)  # has mtimes
     text = re.sub(r'time="[0-9.]+"', 'time="<t>"', text)
     return re.sub(r'timestamp="[^"]*"', 'timestamp="<ts>"', text)
 
@@ -163,7 +164,7 @@ def test_markdown_says_failures_first_and_waivers_loudly(scenario: GateReport) -
     assert ids == ["dp-sex", "eo-race", "accuracy-strict", "accuracy-kept", "four-fifths",
                    "dp-race", "accuracy-loose"]
     assert "🔷 **inconclusive (blocks)**" in md and "🔷 inconclusive (warn only)" in md
-    assert "1 check WAIVED" in md and "waived until **2030-01-31** by alice@example.com" in md
+    assert "1 check WAIVED" in md and "waived until **2030-01-31** by alice@&#8203;example.com" in md
     assert "**Expired waiver** for **accuracy-kept**" in md and "**2020-01-01**" in md
     # the waiver reason came from the policy: its HTML and pipe are inert
     assert "<b>retrain" not in md and "&lt;b&gt;retrain&lt;/b&gt;" in md and "B \\| " in md
@@ -496,7 +497,7 @@ def test_hostile_group_labels_are_inert(tmp_path: Path, schema: xmlschema.XMLSch
     for line in md.splitlines():
         if line.startswith("| ") and "zip" not in line:
             # every table row of one table has the same number of unescaped pipes
-            assert len(re.findall(r"(?<!\\)\|", line)) in (7, 8, 9), line
+            assert len(re.findall(r"(?<!\\)\|", line)) in (6, 7, 8, 9), line
     page = render_html(report)
     assert "<img" not in page and "&lt;img src=x" in page
     xml = render_junit(report)
@@ -523,3 +524,344 @@ def test_write_reports_renders_the_same_report(scenario: GateReport, tmp_path: P
     written = write_reports(scenario, tmp_path, ())
     assert {p.name for p in written} == {"report.json", "report.md", "junit.xml", "report.html"}
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == render_markdown(scenario)
+
+
+# ----------------------------------------------------------------------------- per-group intervals
+
+INTERVAL_POLICY = """\
+version: 1
+audit: {label: y, positive_label: 1, sensitive: [g], min_group_size: 50}
+checks:
+  - {id: acc, metric: accuracy, max_decrease: 0.2}
+statistics: {resamples: 300, seed: 11, confidence: 0.9}
+"""
+
+
+def _reference_copies(joint: np.ndarray, seed: int, stream: str, resamples: int) -> np.ndarray:
+    """The paired row bootstrap as the README states it, written out here: one multinomial
+    draw of N over the cell shares, from PCG64 seeded with (seed, crc32 of the grouping's
+    name); copies[B, groups, y, ŷ teacher, ŷ student]."""
+    import zlib
+    rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(stream.encode())]))
+    flat = joint.reshape(-1)
+    n = int(flat.sum())
+    return rng.multinomial(n, flat / n, size=resamples).reshape(resamples, *joint.shape)
+
+
+def test_group_rate_intervals_are_percentiles_of_the_paired_copies(tmp_path: Path) -> None:
+    """A tiny audit: groups a and b gated, c and d below min_group_size (pooled into one
+    group in the copies). Counts by hand with pandas, copies by a reference bootstrap, rates
+    and percentiles by numpy: each gated group's teacher, student and change intervals equal
+    report.json's, and the overall accuracy's interval comes from the very same copies."""
+    rng = np.random.default_rng(4)
+    sizes = {"a": 160, "b": 90, "c": 30, "d": 20}
+    g = np.repeat(list(sizes), list(sizes.values()))
+    df = pd.DataFrame({"g": g, "y": rng.integers(0, 2, len(g))})
+    df["t"] = (rng.random(len(g)) < 0.3 + 0.4 * df.y).astype(int)
+    df["s"] = np.where(rng.random(len(g)) < 0.15, 1 - df.t, df.t)
+    df.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "p.yaml").write_text(INTERVAL_POLICY)
+    report = run_gate(GateRequest(policy=tmp_path / "p.yaml", data=tmp_path / "a.parquet",
+                                  teacher_scores="t", student_scores="s", today=TODAY))
+    data = to_dict(report)
+    groups = {x["label"]: x for x in data["groups"]}
+    # the hand count: cells (y, ŷ teacher, ŷ student) per group
+    hand = {k: np.zeros((2, 2, 2), np.int64) for k in sizes}
+    for (k, y, t, s), n in df.groupby(["g", "y", "t", "s"]).size().items():
+        hand[k][y, t, s] = n
+    for k in sizes:
+        assert groups[k]["joint"] == hand[k].reshape(-1).tolist()
+    # the bootstrap draws from [a, b, c + d]: a (the largest) is the reference
+    table = np.stack([hand["a"], hand["b"], hand["c"] + hand["d"]])
+    copies = _reference_copies(table, 11, "g", 300).astype(float)
+
+    def rates(conf: np.ndarray) -> dict[str, np.ndarray]:  # conf[..., y, ŷ]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n = conf.sum(axis=(-1, -2))
+            return {"selection_rate": conf[..., :, 1].sum(-1) / n,
+                    "tpr": conf[..., 1, 1] / conf[..., 1, :].sum(-1),
+                    "fpr": conf[..., 0, 1] / conf[..., 0, :].sum(-1),
+                    "accuracy": (conf[..., 0, 0] + conf[..., 1, 1]) / n}
+
+    teacher, student = rates(copies.sum(axis=-1)), rates(copies.sum(axis=-2))
+
+    def pct(x: np.ndarray) -> list[float]:
+        x = x[np.isfinite(x)]
+        return np.percentile(x, [5, 95]).tolist()  # confidence 0.9
+
+    for i, k in enumerate(["a", "b"]):
+        iv = groups[k]["intervals"]
+        assert set(iv) == {"selection_rate", "tpr", "fpr", "accuracy"}
+        for rate in iv:
+            t, s = teacher[rate][:, i], student[rate][:, i]
+            assert iv[rate]["teacher"] == pytest.approx(pct(t), rel=1e-9, abs=1e-12)
+            assert iv[rate]["student"] == pytest.approx(pct(s), rel=1e-9, abs=1e-12)
+            assert iv[rate]["delta"] == pytest.approx(pct(s - t), rel=1e-9, abs=1e-12)
+            assert iv[rate]["defined_share"] == float(np.mean(np.isfinite(t) & np.isfinite(s)))
+            lo, hi = iv[rate]["teacher"]
+            assert lo <= groups[k]["teacher"][rate] <= hi
+    assert groups["c"]["intervals"] is None and groups["d"]["intervals"] is None
+    # the same copies as the checks: overall accuracy's interval from their sums
+    acc = next(v for v in data["kpis"] if v["metric"] == "accuracy")
+    whole_t, whole_s = rates(copies.sum(axis=(1, -1))), rates(copies.sum(axis=(1, -2)))
+    assert acc["interval"]["delta"] == pytest.approx(
+        pct(whole_s["accuracy"] - whole_t["accuracy"]), rel=1e-9, abs=1e-12)
+
+
+def test_no_group_intervals_without_resamples(tmp_path: Path) -> None:
+    df = pd.DataFrame({"g": ["a", "b"] * 100, "y": [0, 1, 1, 0] * 50, "t": 0.7, "s": 0.2})
+    df.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "p.yaml").write_text(INTERVAL_POLICY.replace("resamples: 300", "resamples: 0"))
+    report = run_gate(GateRequest(policy=tmp_path / "p.yaml", data=tmp_path / "a.parquet",
+                                  teacher_scores="t", student_scores="s", today=TODAY))
+    assert all(g["intervals"] is None for g in to_dict(report)["groups"])
+    assert "Δ [" not in render_markdown(report)
+    assert 'class="ci" data-role' not in render_html(report)
+
+
+# ----------------------------------------------------------------------------- report.md as GitHub shows it
+
+
+def _gfm(md: str) -> _Node:
+    """report.md through cmark-gfm (GitHub's renderer, tables on), raw HTML kept."""
+    import cmarkgfm
+    from cmarkgfm.cmark import Options
+    return parse_html(cmarkgfm.github_flavored_markdown_to_html(md, options=Options.CMARK_OPT_UNSAFE))
+
+
+def _number(text: str) -> bool:
+    return re.fullmatch(r"[+-]?(\d[\d,]*(\.\d+)?|undef|—)( \[[^\]]*\])?( !)?", text.strip()) is not None
+
+
+def test_markdown_renders_names_literally_and_numbers_right_aligned(scenario: GateReport) -> None:
+    root = _gfm(render_markdown(scenario))
+    assert not list(root.iter("em")), "a * from a name became emphasis"
+    cells = [c.all_text() for c in root.iter("td")]
+    assert "sex*race" in cells  # the intersection's name, as the policy spells it
+    tables = list(root.iter("table"))
+    assert len(tables) >= 5
+    for table in tables:
+        header = [th.all_text() for th in table.iter("th")]
+        rights = [th.attrs.get("align") == "right" for th in table.iter("th")]
+        for tr in next(table.iter("tbody")).iter("tr"):
+            for name, right, td in zip(header, rights, tr.iter("td"), strict=True):
+                text = td.all_text()
+                assert (td.attrs.get("align") == "right") == right, (name, text)
+                # numbers, and only numbers (counts, rates, intervals, p), right-aligned
+                first = text.split("Δ")[0].split("→")[0]
+                if name in ("teacher", "student", "change", "change (student − teacher)", "n",
+                            "selection rate", "TPR", "FPR", "accuracy", "McNemar p (Holm)"):
+                    assert right and _number(first), (name, text)
+                elif name in ("check", "grouping", "group", "metric", "input"):
+                    assert not right, name
+
+
+def test_markdown_of_hostile_values_is_inert(tmp_path: Path) -> None:
+    from tests.hostile.test_text_sinks import PAYLOADS, assert_markdown_inert
+    rng = np.random.default_rng(2)
+    values = [*PAYLOADS, "sex*age_group", "@octocat", "mail@example.com"]
+    n = 40 * len(values)
+    df = pd.DataFrame({"g": np.repeat(values, 40), "y": rng.integers(0, 2, n)})
+    df["t"], df["s"] = rng.random(n), rng.random(n)
+    df.to_parquet(tmp_path / "a.parquet")
+    (tmp_path / "p.yaml").write_text(INTERVAL_POLICY.replace("min_group_size: 50",
+                                                             "min_group_size: 10"))
+    report = run_gate(GateRequest(policy=tmp_path / "p.yaml", data=tmp_path / "a.parquet",
+                                  teacher_scores="t", student_scores="s", today=TODAY))
+    md = render_markdown(report)
+    printable = [p for p in PAYLOADS if p.isprintable()]
+    assert_markdown_inert(md, literal=[*printable, "sex*age_group"])
+    root = _gfm(md)
+    assert not list(root.iter("em")) and not list(root.iter("a")) and not list(root.iter("img"))
+    text = root.all_text()
+    # no @mention or e-mail link: a zero-width space follows every @
+    assert "@\u200boctocat" in text and "mail@\u200bexample.com" in text
+    assert "@octocat" not in text
+
+
+# ----------------------------------------------------------------------------- report.html layout
+
+
+def test_html_group_panels_draw_intervals_on_one_axis(scenario: GateReport) -> None:
+    data = to_dict(scenario)
+    root = parse_html(render_html(scenario))
+    for grouping in data["groupings"]:
+        block = next(root.iter("div", data_grouping="*".join(grouping)))
+        panels = list(block.iter("g", **{"class": "panel"}))
+        assert [p.attrs["data-rate"] for p in panels] == ["selection_rate", "tpr", "fpr",
+                                                          "accuracy"]
+        # one axis for every panel of the grouping
+        assert len({(p.attrs["data-lo"], p.attrs["data-hi"], p.attrs["data-width"])
+                    for p in panels}) == 1
+        groups = [g for g in data["groups"] if g["grouping"] == grouping]
+        drawn = 0
+        for panel in panels:
+            rate = panel.attrs["data-rate"]
+            lo, hi = float(panel.attrs["data-lo"]), float(panel.attrs["data-hi"])
+            x0, width = float(panel.attrs["data-x0"]), float(panel.attrs["data-width"])
+            for g in groups:
+                cell = next(panel.iter("g", data_group=g["label"]))
+                lines = {ln.attrs["data-role"]: ln for ln in cell.iter("line", **{"class": "ci"})}
+                if g["intervals"] is None:
+                    assert not lines
+                    continue
+                for role in ("teacher", "student"):
+                    expected = g["intervals"][rate][role]
+                    if expected is None or g[role][rate] is None:
+                        assert role not in lines
+                        continue
+                    ln = lines[role]
+                    assert [float(ln.attrs["data-lo"]), float(ln.attrs["data-hi"])] == expected
+                    for end, x in zip(expected, (ln.attrs["x1"], ln.attrs["x2"]), strict=True):
+                        assert lo <= end <= hi
+                        assert float(x) == pytest.approx(x0 + (end - lo) / (hi - lo) * width,
+                                                         abs=1e-2)
+                    drawn += 1
+        assert drawn > 0
+        # the table gives each rate's change with its interval
+        for g in groups:
+            row = next(block.iter("tr", data_group=g["label"]))
+            cell = next(row.iter("td", data_field="delta_tpr"))
+            if g["intervals"] and g["intervals"]["tpr"]["delta"] is not None:
+                assert [float(cell.attrs["data-lo"]), float(cell.attrs["data-hi"])] == \
+                    g["intervals"]["tpr"]["delta"]
+
+
+def test_html_is_responsive_by_construction(scenario: GateReport) -> None:
+    """Each chart scales (viewBox, width 100%), each table scrolls in its own wrapper; the
+    browser test (tests/test_browser.py) measures the result in Chromium."""
+    page = render_html(scenario)
+    root = parse_html(page)
+    for svg in root.iter("svg"):
+        w, h = svg.attrs["width"], svg.attrs["height"]
+        assert svg.attrs["viewbox"] == f"0 0 {w} {h}"
+    assert "svg{display:block;margin:6px 0;width:100%;height:auto}" in page
+    wrapped = {id(t) for d in root.iter("div", **{"class": "scroll"}) for t in d.iter("table")}
+    assert wrapped == {id(t) for t in root.iter("table")}
+
+
+COUNT_POLICY = """\
+version: 1
+audit: {label: y, positive_label: 1, sensitive: [sex, race], min_group_size: 100}
+checks:
+  - {id: dp, metric: demographic_parity_difference, max_increase: 0.02}
+  - {id: lost, metric: significant_accuracy_loss_groups, max: 0}
+statistics: {resamples: 100}
+"""
+
+
+def test_html_draws_counts_on_their_own_axis(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(COUNT_POLICY)
+    data = scenario_data(tmp_path / "a.parquet")
+    report = run_gate(GateRequest(policy=tmp_path / "p.yaml", data=data, teacher_scores="t",
+                                  student_scores="s", today=TODAY))
+    lost = [r for r in report.decision.results if r.check.id == "lost"]
+    assert lost and all(float(r.value.student).is_integer() for r in lost)
+    root = parse_html(render_html(report))
+    rates, counts = (next(s for s in root.iter("svg")
+                          if s.attrs["class"] == cls) for cls in ("forest", "forest counts"))
+    assert {g.attrs["data-check"] for g in counts.iter("g", **{"class": "check-row"})} == {"lost"}
+    assert {g.attrs["data-check"] for g in rates.iter("g", **{"class": "check-row"})} == {"dp"}
+    # whole-number ticks on the count axis
+    ticks = [t.all_text() for t in counts.iter("text") if re.fullmatch(r"[+-]?\d+(\.\d+)?",
+                                                                       t.all_text())]
+    assert ticks and all(re.fullmatch(r"[+-]?\d+", t) for t in ticks)
+    md = render_markdown(report)
+    for r in lost:  # a count is a whole number in every table
+        v = int(r.value.student)
+        assert f"| {v} | " in md or f"| {v} [" in md
+        row = next(root.iter("tr", data_check="lost", data_grouping=r.key.grouping.name))
+        assert next(row.iter("td", data_field="student")).all_text() == str(v)
+
+
+def test_reports_name_their_inputs(scenario: GateReport) -> None:
+    data = to_dict(scenario)
+    root = parse_html(render_html(scenario))
+    rows = {r.attrs["data-input"]: r.all_text() for r in root.iter("tr", **{"class": "input"})}
+    assert set(rows) == {"policy", "data", "teacher", "student", "engine"}
+    assert f"sha256 {data['inputs']['policy']['sha256']}" in rows["policy"]
+    assert data["inputs"]["data"]["fingerprint"] in rows["data"]
+    assert data["run"]["engine"]["name"] in rows["engine"]
+    for role in ("teacher", "student"):  # score columns: which column, read how
+        assert data["inputs"][role]["output"]["how"].replace(">", ">") in rows[role]
+    md = render_markdown(scenario)
+    section = md.split("### Inputs", 1)[1]
+    assert f"sha256 {data['inputs']['policy']['sha256']}" in section
+    assert data["inputs"]["data"]["fingerprint"] in section
+
+
+def test_status_colours_meet_wcag_aa() -> None:
+    """Text colours against white and the striped-row grey: at least 4.5:1 (WCAG 2.x
+    relative luminance, computed here); white on the verdict banner too."""
+    from fairgate.report import html as page
+
+    def lum(hex_: str) -> float:
+        c = [int(hex_.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        c = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    def ratio(a: str, b: str) -> float:
+        hi, lo = sorted((lum(a), lum(b)), reverse=True)
+        return (hi + 0.05) / (lo + 0.05)
+
+    for colour in [*page.COLOR.values(), page.MUTED]:
+        assert ratio(colour, "#ffffff") >= 4.5 and ratio(colour, "#f8f9fa") >= 4.5, colour
+    for colour in page._VERDICT_COLOR.values():
+        assert ratio("#ffffff", colour) >= 4.5, colour
+
+
+def test_group_intervals_from_the_metrics_pass_equal_their_own_draw() -> None:
+    """evaluate() takes the groups' copies from the metrics' pass; report_groups() alone
+    draws the stream again. Both read the same copies, so the intervals are equal, for a
+    pooled table (ungated groups) and for a grouping no metric reads."""
+    from fairgate.core.counts import Grouping, GroupingCounts
+    from fairgate.core.evaluate import (
+        MetricKey,
+        Settings,
+        compute_values,
+        context_for,
+        evaluate,
+        pool_ungated,
+        report_groups,
+    )
+
+    rng = np.random.default_rng(9)
+    g, h = Grouping(("g",)), Grouping(("h",))
+    counts = {x: GroupingCounts(x, tuple((str(i),) for i in range(k)),
+                                rng.integers(0, 40, (k, 2, 2, 2)) * (rng.random((k, 1, 1, 1)) < 0.9))
+              for x, k in ((g, 7), (h, 3))}
+    settings = Settings(min_group_size=150, reference_groups={}, confidence=0.95,
+                        resamples=400, seed=5)
+    keys = [MetricKey("demographic_parity_difference", g), MetricKey("accuracy", None)]
+    values, found = evaluate(keys, counts, settings, [g, h])
+    alone = compute_values(keys, counts, settings)  # the metrics do not change
+    assert {k: v.delta_interval for k, v in values.items()} == \
+        {k: v.delta_interval for k, v in alone.items()}
+    assert set(found) == {g, h} and found[g] and found[h]
+    rows, _ = report_groups(counts, [g, h], settings)  # draws both streams itself
+    drawn = {(r.grouping, r.group): r.intervals for r in rows}
+    for grouping, per_group in found.items():
+        for group, ivs in per_group.items():
+            assert drawn[(grouping, group)] == ivs
+    for x in (g, h):  # both tables are pooled (two groups or more below 150 rows)
+        assert len(pool_ungated(counts[x].cells, context_for(counts[x], settings))[0]) < \
+            len(counts[x].groups)
+    for r in rows:
+        assert bool(r.intervals) == (r.gated or r.reference)
+    assert evaluate(keys, counts, Settings(150, {}, 0.95, 0, 5), [g])[1] == {}
+
+
+def test_at_most_100_groups_a_grouping_get_intervals(many_groups: GateReport) -> None:
+    """1,000 gated zip codes: the reference and the 99 with the smallest Holm-adjusted
+    McNemar p (then the largest) get intervals, the order reports show groups in."""
+    zips = [g for g in to_dict(many_groups)["groups"] if g["grouping"] == ["zip"]]
+    assert len(zips) == 1000 and all(g["gated"] for g in zips)
+    with_iv = [g for g in zips if g["intervals"] is not None]
+    assert len(with_iv) == 100
+    assert any(g["reference"] for g in with_iv)
+
+    def key(g: dict[str, Any]) -> tuple[float, int]:
+        return (g["mcnemar"]["p_holm"], -g["n"])
+
+    others = [key(g) for g in zips if g["intervals"] is None]
+    assert max(key(g) for g in with_iv if not g["reference"]) <= min(others)

@@ -106,6 +106,27 @@ class GroupRow:
     # the joint cells (y, ŷ teacher, ŷ student) in that order, 000 … 111: what `fairgate plan`
     # reads from a report to size the next audit
     joint: tuple[int, ...] = ()
+    # per rate of :data:`INTERVAL_RATES`: percentile intervals of teacher, student and change
+    # from the grouping's bootstrap copies (gated groups and the reference; interval_targets)
+    intervals: Mapping[str, RateIntervals] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RateIntervals:
+    """A group rate's paired percentile intervals: teacher, student, student − teacher."""
+
+    teacher: Interval | None
+    student: Interval | None
+    delta: Interval | None
+
+
+#: The per-group rates reports draw, and so the ones that get intervals.
+INTERVAL_RATES = ("selection_rate", "tpr", "fpr", "accuracy")
+#: Groups per grouping whose rates get intervals: the reference, then the gated groups with
+#: the smallest McNemar p, then the largest (the order reports show groups in). The copies'
+#: rates are held for every such group until the quantiles are taken: 100 groups × 4 rates ×
+#: 2 models × 2,000 copies is 13 MB.
+INTERVAL_GROUPS = 100
 
 
 @dataclass(frozen=True)
@@ -271,18 +292,109 @@ def listed_groups(counts: GroupingCounts, ctx: Context,
 
 
 def report_groups(counts: Mapping[Grouping, GroupingCounts], groupings: Iterable[Grouping],
-                  settings: Settings) -> tuple[list[GroupRow], list[Unlisted]]:
-    """The group rows of every report, and per grouping the groups left out of them."""
+                  settings: Settings,
+                  intervals: Mapping[Grouping, GroupIntervals] | None = None,
+                  ) -> tuple[list[GroupRow], list[Unlisted]]:
+    """The group rows of every report, and per grouping the groups left out of them.
+
+    ``intervals``: the rows' rate intervals as :func:`evaluate` found them in the metrics'
+    pass over the copies; a grouping without them draws its copies again (the same ones).
+    """
     rows: list[GroupRow] = []
     unlisted: list[Unlisted] = []
     for g in groupings:
         gc = counts[g]
         ctx = context_for(gc, settings)
         keep, cut = listed_groups(gc, ctx)
-        rows += group_rows(gc, ctx, top1=is_top1(g, settings), keep=keep)
+        found = (intervals[g] if intervals is not None and g in intervals
+                 else draw_rate_intervals(gc, ctx, settings))
+        rows += [replace(r, intervals=found[r.group]) if r.group in found else r
+                 for r in group_rows(gc, ctx, top1=is_top1(g, settings), keep=keep)]
         if cut is not None:
             unlisted.append(cut)
     return rows, unlisted
+
+
+#: Per group (its values), per rate: the paired percentile intervals of the rate.
+GroupIntervals = dict[tuple[str, ...], dict[str, RateIntervals]]
+
+
+def interval_targets(counts: GroupingCounts, ctx: Context) -> np.ndarray:
+    """Table indices of the groups whose rates get intervals: the reference, then gated
+    groups by smallest Holm-adjusted McNemar p, then largest; at most INTERVAL_GROUPS.
+
+    Only these are in every copy on their own: the copies pool the groups below
+    min_group_size (:func:`pool_ungated`).
+    """
+    c = counts.cells
+    p = mcnemar_exact_many(c[:, 0, 0, 1] + c[:, 1, 1, 0], c[:, 0, 1, 0] + c[:, 1, 0, 1])
+    gated_idx = ctx.gated_index
+    p[gated_idx] = holm(p[gated_idx].tolist())
+    keep = ctx.gated.copy()
+    if ctx.reference is not None:
+        keep[ctx.reference] = True
+    idx = np.flatnonzero(keep)
+    # by (not the reference, p, −size); lexsort is stable, so ties keep table order
+    order = np.lexsort((-counts.sizes[idx], np.nan_to_num(p[idx], nan=1.0),
+                        idx != ctx.reference))
+    return idx[order][:INTERVAL_GROUPS]
+
+
+class _RateCopies:
+    """The rates of the target groups in each bootstrap copy of one grouping, gathered chunk
+    by chunk as the copies are drawn, and their percentile intervals at the end."""
+
+    def __init__(self, counts: GroupingCounts, ctx: Context, settings: Settings,
+                 drawn_groups: int) -> None:
+        targets = interval_targets(counts, ctx)
+        keep = ctx.gated.copy()
+        if ctx.reference is not None:
+            keep[ctx.reference] = True
+        # where each group is in the table the copies are drawn from (pooled or not)
+        where = np.flatnonzero(keep) if drawn_groups < len(keep) else np.arange(len(keep))
+        self.groups = [counts.groups[i] for i in targets.tolist()]
+        self.pos = np.searchsorted(where, targets)
+        self.rates = ("accuracy",) if is_top1(counts.grouping, settings) else INTERVAL_RATES
+        self.level = settings.confidence
+        self.t: list[np.ndarray] = []
+        self.s: list[np.ndarray] = []
+
+    def add(self, boot_t: np.ndarray, boot_s: np.ndarray) -> None:
+        """One chunk of copies: float confusion tables ``[b, groups, 2, 2]`` of each model."""
+        for parts, conf in ((self.t, boot_t), (self.s, boot_s)):
+            picked = conf[:, self.pos]
+            parts.append(np.stack([rate(picked, r) for r in self.rates], axis=-1))
+
+    def intervals(self) -> GroupIntervals:
+        if not self.t or not self.groups:
+            return {}
+        bt, bs = np.concatenate(self.t), np.concatenate(self.s)  # [B, groups, rates]
+        level = self.level
+        return {group: {name: RateIntervals(percentile_interval(bt[:, k, j], level),
+                                            percentile_interval(bs[:, k, j], level),
+                                            percentile_interval(bs[:, k, j] - bt[:, k, j],
+                                                                level))
+                        for j, name in enumerate(self.rates)}
+                for k, group in enumerate(self.groups)}
+
+
+def draw_rate_intervals(counts: GroupingCounts, ctx: Context, settings: Settings
+                        ) -> GroupIntervals:
+    """Rate intervals of a grouping's target groups from its own copies, drawn here: the
+    very copies its metric intervals come from (the same stream, :func:`rng_for` of the seed
+    and the grouping's name; the same pooled table and chunks). :func:`evaluate` takes them
+    from the metrics' pass instead; this serves a grouping no metric draws copies for."""
+    if settings.resamples <= 0:
+        return {}
+    cells, _ = pool_ungated(counts.cells, ctx)
+    copies = _RateCopies(counts, ctx, settings, len(cells))
+    rng = rng_for(settings.seed, counts.grouping.name)
+    chunk = max(1, min(CHUNK, CHUNK_CELLS // max(cells.size, 1)))
+    for start in range(0, settings.resamples, chunk):
+        boot = resample_cells(cells, min(chunk, settings.resamples - start), rng)
+        copies.add(GroupingCounts.teacher(boot).astype(np.float64),
+                   GroupingCounts.student(boot).astype(np.float64))
+    return copies.intervals()
 
 
 #: Bootstrap copies held at once: memory is O(cells × CHUNK), not O(cells × resamples), which
@@ -327,7 +439,21 @@ def compute_values(
     settings: Settings,
 ) -> dict[MetricKey, MetricValue]:
     """Point values, and paired bootstrap intervals when ``settings.resamples`` > 0."""
+    return evaluate(keys, counts, settings, ())[0]
+
+
+def evaluate(
+    keys: Iterable[MetricKey],
+    counts: dict[Grouping, GroupingCounts],
+    settings: Settings,
+    groupings: Iterable[Grouping],
+) -> tuple[dict[MetricKey, MetricValue], dict[Grouping, GroupIntervals]]:
+    """:func:`compute_values`, and the rate intervals of the groups of ``groupings`` (for
+    :func:`report_groups`), taken from the same copies in the same pass: a grouping's copies
+    are drawn once for its metrics and its groups' rates. A grouping no metric reads gets
+    its own draw of the same stream. None without resamples."""
     keys = list(dict.fromkeys(keys))
+    wanted = set(groupings) if settings.resamples > 0 else set()
     first = next(iter(counts))
     out: dict[MetricKey, MetricValue] = {}
     # bootstrap copies are drawn once per table (stream) for all the metrics on it
@@ -366,16 +492,25 @@ def compute_values(
             tables[stream] = gc
         else:
             out[key] = MetricValue(**value)  # type: ignore[arg-type]
+    intervals: dict[Grouping, GroupIntervals] = {}
     for stream, items in pending.items():
-        out.update(_with_intervals(tables[stream], items, stream, settings))
-    return {k: out[k] for k in keys if k in out}
+        gc = tables[stream]
+        rates = gc.grouping in wanted and stream == gc.grouping.name
+        values, found = _with_intervals(gc, items, stream, settings, rates)
+        out.update(values)
+        if found is not None:
+            intervals[gc.grouping] = found
+    for g in wanted - set(intervals):
+        intervals[g] = draw_rate_intervals(counts[g], context_for(counts[g], settings), settings)
+    return {k: out[k] for k in keys if k in out}, intervals
 
 
 def _with_intervals(
     gc: GroupingCounts, items: list[tuple[MetricKey, Metric, Context, dict[str, object]]],
-    stream: str, settings: Settings,
-) -> Iterable[tuple[MetricKey, MetricValue]]:
-    """Paired intervals of every metric on one table, from chunks of copies.
+    stream: str, settings: Settings, group_rates: bool = False,
+) -> tuple[list[tuple[MetricKey, MetricValue]], GroupIntervals | None]:
+    """Paired intervals of every metric on one table, from chunks of copies; with
+    ``group_rates``, also the rate intervals of its groups (:func:`interval_targets`).
 
     Copies are drawn from the pooled table (:func:`pool_ungated`); every metric on a table
     has the same gated groups and reference, so one pooled table serves them all. Smooth
@@ -384,6 +519,7 @@ def _with_intervals(
     """
     rng = rng_for(settings.seed, stream)
     cells, pooled = pool_ungated(gc.cells, items[0][2])
+    copies = _RateCopies(gc, items[0][2], settings, len(cells)) if group_rates else None
     contexts = {key: replace(ctx, gated=pooled.gated, reference=pooled.reference)
                 for key, _, ctx, _ in items}
     layout, plans, fallbacks = _plans(items, cells, contexts, settings)
@@ -398,6 +534,8 @@ def _with_intervals(
         boot_t = GroupingCounts.teacher(boot).astype(np.float64)
         boot_s = GroupingCounts.student(boot).astype(np.float64)
         del boot
+        if copies is not None:
+            copies.add(boot_t, boot_s)
         # metrics over the whole audit set read only its sums: one group, summed once
         whole_t, whole_s = boot_t.sum(axis=-3, keepdims=True), boot_s.sum(axis=-3, keepdims=True)
         for key, metric, _, _ in items:
@@ -412,6 +550,7 @@ def _with_intervals(
                 columns[key][0].append(x_t[:, cols])
                 columns[key][1].append(x_s[:, cols])
     conf = settings.confidence
+    out: list[tuple[MetricKey, MetricValue]] = []
     for key, _, _, value in items:
         bt, bs = np.concatenate(parts[key][0]), np.concatenate(parts[key][1])
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -427,7 +566,8 @@ def _with_intervals(
             value.update(_uniform(plans[key], layout, bt, bs, x_t, x_s, value))
         elif key in fallbacks:
             value["interval_note"] = fallbacks[key]
-        yield key, MetricValue(**value)  # type: ignore[arg-type]
+        out.append((key, MetricValue(**value)))  # type: ignore[arg-type]
+    return out, None if copies is None else copies.intervals()
 
 
 def _uniform(plan: Plan, layout: Layout, bt: np.ndarray, bs: np.ndarray, x_t: np.ndarray,

@@ -143,6 +143,7 @@ def group_dict(g: GroupRow) -> dict[str, Any]:
         "teacher": _rates(g.teacher, g.teacher_rates),
         "student": _rates(g.student, g.student_rates),
         "joint": list(g.joint),
+        "intervals": group_intervals_dict(g),
         "mcnemar": {
             "teacher_only_correct": g.teacher_only_correct,
             "student_only_correct": g.student_only_correct,
@@ -150,6 +151,20 @@ def group_dict(g: GroupRow) -> dict[str, Any]:
             "p_holm": num(g.mcnemar_p_holm),
         },
     }
+
+
+def group_intervals_dict(g: GroupRow) -> dict[str, Any] | None:
+    """Per rate: the teacher's, the student's and the change's percentile interval, and the
+    share of copies in which the rate was defined; None for a group without intervals (no
+    resamples, below min_group_size, or beyond evaluate.INTERVAL_GROUPS)."""
+    if not g.intervals:
+        return None
+    out: dict[str, Any] = {}
+    for name, iv in g.intervals.items():
+        shares = [i.defined for i in (iv.teacher, iv.student, iv.delta) if i is not None]
+        out[name] = {"teacher": _interval(iv.teacher), "student": _interval(iv.student),
+                     "delta": _interval(iv.delta), "defined_share": min(shares, default=0.0)}
+    return out
 
 
 def unlisted_dict(u: Unlisted) -> dict[str, Any]:

@@ -11,10 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fairgate.core.counts import Grouping
-from fairgate.core.evaluate import GroupRow, MetricKey, MetricValue
+from fairgate.core.evaluate import (
+    INTERVAL_RATES,
+    GroupRow,
+    MetricKey,
+    MetricValue,
+    RateIntervals,
+)
 from fairgate.core.gate import ORDER, POWER, CheckResult, Status
+from fairgate.core.metrics import CATALOGUE
 from fairgate.core.outcome import GateReport
 from fairgate.core.stats import Interval
 from fairgate.inputs.sources import model_label
@@ -22,6 +30,7 @@ from fairgate.report import safe
 from fairgate.report.json import num
 from fairgate.report.terminal import (
     PROBE_HEADER,
+    ROLES,
     changed_classes,
     detect_text,
     fmt,
@@ -36,8 +45,10 @@ MAX_BYTES = 900 * 1024  # our budget: leaves room for anything else the step app
 GROUP_ROWS = 50  # groups shown per grouping before truncation
 LABEL_CHARS = 80
 REASON_CHARS = 400
-RATES = (("selection_rate", "selection rate"), ("tpr", "TPR"), ("fpr", "FPR"),
-         ("accuracy", "accuracy"))
+# the group rates reports show: those that carry intervals (evaluate.INTERVAL_RATES)
+RATE_TITLES = {"selection_rate": "selection rate", "tpr": "TPR", "fpr": "FPR",
+               "accuracy": "accuracy"}
+RATES = tuple((r, RATE_TITLES[r]) for r in INTERVAL_RATES)
 
 VERDICT = {"pass": "✅ PASS", "warn": "⚠️ PASS with warnings", "fail": "❌ FAIL"}
 _MARK = {Status.FAIL: "❌ **fail**", Status.WARN: "⚠️ warn", Status.WAIVED: "🟡 **WAIVED**",
@@ -71,19 +82,83 @@ def status_text(r: CheckResult) -> str:
     return r.status.value
 
 
-def value_text(x: float, interval: Interval | None = None, signed: bool = False) -> str:
+def value_text(x: float, interval: Interval | None = None, signed: bool = False,
+               count: bool = False) -> str:
     """A value with its interval when there is one: ``0.1991 [0.1876, 0.2104]``."""
-    text = show(x, signed)
-    return text + " " + show_interval(interval, signed) if interval is not None else text
+    text = show(x, signed, count)
+    return text + " " + show_interval(interval, signed, count) if interval is not None else text
 
 
-def show(x: float | None, signed: bool = False) -> str:
-    """A number as report.json has it (12 significant digits), to 4 decimals."""
-    return fmt(num(x), signed)
+def show(x: float | None, signed: bool = False, count: bool = False) -> str:
+    """A number as report.json has it (12 significant digits), to 4 decimals; a count
+    (:func:`count_metric`) as a whole number."""
+    v = num(x)
+    if count and v is not None and float(v).is_integer():
+        return f"{int(v):+d}" if signed and v else f"{int(v):d}"
+    return fmt(v, signed)
 
 
-def show_interval(i: Interval | None, signed: bool = False) -> str:
-    return "" if i is None else f"[{show(i.lo, signed)}, {show(i.hi, signed)}]"
+def show_interval(i: Interval | None, signed: bool = False, count: bool = False) -> str:
+    return "" if i is None else f"[{show(i.lo, signed, count)}, {show(i.hi, signed, count)}]"
+
+
+def count_metric(metric: str) -> bool:
+    """A metric whose value is a number of groups or classes (McNemar counts), not a rate:
+    shown as a whole number and drawn on an axis of its own."""
+    m = CATALOGUE.get(metric)
+    return m is not None and m.paired
+
+
+def rate_change_text(iv: RateIntervals | None) -> str:
+    """The interval of a group rate's change, ``Δ [-0.0298, +0.0035]``; empty without one."""
+    return "" if iv is None or iv.delta is None else f"Δ {show_interval(iv.delta, True)}"
+
+
+def provenance(report: GateReport) -> list[tuple[str, str, str, str, str]]:
+    """(input, where it came from, its digest, the positive class, how it was read) for the
+    policy, the data, each model and the engine: what report.json's ``inputs`` and
+    ``run.engine`` hold, so a reviewer can tell which files made this verdict and how they
+    were read. Raw text: each sink makes it safe."""
+    inputs = report.inputs
+    out = []
+    pol = inputs.get("policy", {})
+    out.append(("policy", str(pol.get("path", report.policy.path)),
+                f"sha256 {pol['sha256']}" if pol.get("sha256") else "—", "—", "YAML policy"))
+    data = inputs.get("data", {})
+    if data:
+        where = str(data.get("path") or data.get("table") or "—")
+        digest = (f"fingerprint {data['fingerprint']} ({data.get('fingerprint_of', '')})"
+                  if data.get("fingerprint") else
+                  f"sha256 {data['sha256']}" if data.get("sha256") else "—")
+        files = data.get("files")
+        how = ", ".join(x for x in (
+            str(data.get("format") or ""),
+            f"{files:,} file{'s' if files != 1 else ''}" if isinstance(files, int) else "",
+            f"{data['rows']:,} rows" if isinstance(data.get("rows"), int) else "") if x)
+        out.append(("data", where, digest, "—", how or "—"))
+    readings = dict(model_readings(report))
+    for key, role in ROLES:
+        info = inputs.get(key)
+        if not isinstance(info, dict):
+            continue
+        src = info.get("source")
+        where = (str(src.get("uri") or src.get("label")) if isinstance(src, dict)
+                 and (src.get("uri") or src.get("label")) else
+                 str(info["path"]) if info.get("path") else f"column {info.get('column')}")
+        digest = f"sha256 {info['sha256']}" if info.get("sha256") else "— (a data column)"
+        output = info.get("output")
+        read: dict[str, Any] = output if isinstance(output, dict) else {}
+        positive = (f"{read['positive_class']} (from {read.get('positive_from') or '?'})"
+                    if read.get("positive_class") else
+                    f"multi-class: {len(read['classes'])} classes (from "
+                    f"{read.get('classes_from') or '?'})" if read.get("classes") else "—")
+        out.append((role, where, digest, positive, readings.get(role, "—")))
+    engine = report.engine or {}
+    if engine:
+        name = engine.get("name", "?")
+        extra = ", ".join(f"{k} {v}" for k, v in engine.items() if k != "name")
+        out.append(("engine", str(name), "—", "—", extra or "—"))
+    return out
 
 
 def models_text(report: GateReport) -> tuple[str, str]:
@@ -144,9 +219,11 @@ class _Limits:
     kpis: int | None
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows)]
+def _table(header: list[str], rows: list[list[str]], right: Iterable[int] = ()) -> list[str]:
+    """A GFM table; the ``right`` columns (numbers) right-aligned, so digits line up."""
+    right = set(right)
+    rule = "|" + "".join("---:|" if i in right else "---|" for i in range(len(header)))
+    return ["| " + " | ".join(header) + " |", rule, *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _mark(r: CheckResult) -> str:
@@ -185,13 +262,16 @@ def _checks(report: GateReport, limit: int | None) -> list[str]:
     shown = results if limit is None else results[:limit]
     rows = [[_mark(r), f"**{_md(r.check.id)}**<br>{_md(r.key.metric)}",
              _md(grouping_name(r.key.grouping)),
-             value_text(r.value.teacher), value_text(r.value.student),
-             value_text(r.value.delta, r.value.delta_interval, signed=True), bound_text(r),
+             value_text(r.value.teacher, count=count_metric(r.key.metric)),
+             value_text(r.value.student, count=count_metric(r.key.metric)),
+             value_text(r.value.delta, r.value.delta_interval, signed=True,
+                        count=count_metric(r.key.metric)), bound_text(r),
              detect_text(r)]
             for r in shown]
     lines = ["### Checks", ""]
     lines += _table(["status", "check", "grouping", "teacher", "student",
-                     "change (student − teacher)", "bound", f"detects ({POWER:.0%} power)"], rows)
+                     "change (student − teacher)", "bound", f"detects ({POWER:.0%} power)"], rows,
+                    right=(3, 4, 5, 7))
     if len(shown) < len(results):
         lines.append(f"\n*{len(results) - len(shown)} more checks not shown (summary size "
                      "limit): see report.json.*")
@@ -218,16 +298,19 @@ def _kpis(report: GateReport, limit: int | None) -> list[str]:
     rows = []
     for v in shown:
         bound = "; ".join(f"{bound_text(r)} ({_md(r.check.id)})" for r in gated.get(v.key, []))
+        count = count_metric(v.key.metric)
         rows.append([_md(v.key.metric), _md(grouping_name(v.key.grouping)),
-                     value_text(v.teacher, v.teacher_interval),
-                     value_text(v.student, v.student_interval),
-                     value_text(v.delta, v.delta_interval, signed=True), bound or "—"])
+                     value_text(v.teacher, v.teacher_interval, count=count),
+                     value_text(v.student, v.student_interval, count=count),
+                     value_text(v.delta, v.delta_interval, signed=True, count=count),
+                     bound or "—"])
     st = report.policy.policy.statistics
     lines = ["### KPIs", ""]
     if st.resamples:
         lines += [f"Intervals: {st.confidence:.0%} paired bootstrap ({st.interval}), "
                   f"{st.resamples} resamples (seed {st.seed}); decide_on: {st.mode}.", ""]
-    lines += _table(["metric", "grouping", "teacher", "student", "change", "bound"], rows)
+    lines += _table(["metric", "grouping", "teacher", "student", "change", "bound"], rows,
+                    right=(2, 3, 4))
     if len(shown) < len(kpis):
         lines.append(f"\n*{len(kpis) - len(shown)} more KPIs not shown (summary size limit): see "
                      "report.json.*")
@@ -261,13 +344,24 @@ def _groups(report: GateReport, limit: int | None) -> list[str]:
             body = []
             for g in shown:
                 label, n, p_text = _group_cells(g, alpha)
-                body.append([label, n, *(f"{show(g.teacher_rates[k])} → {show(g.student_rates[k])}"
-                                         for k, _ in RATES), p_text])
-            lines += _table(["group", "n", *(t for _, t in RATES), "McNemar p (Holm)"], body)
+                body.append([label, n, *(_rate_cell(g, k) for k, _ in RATES), p_text])
+            lines += _table(["group", "n", *(t for _, t in RATES), "McNemar p (Holm)"], body,
+                            right=range(1, len(RATES) + 3))
         lines += ["", "</details>", ""]
+    st = report.policy.policy.statistics
     lines += [f"McNemar p (Holm): exact paired test of teacher vs student accuracy in each gated "
-              f"group, Holm-adjusted within the grouping; **bold** when below {alpha:.2g}.", ""]
+              f"group, Holm-adjusted within the grouping; **bold** when below {alpha:.2g}."
+              + (f" Δ: {st.confidence:.0%} percentile interval of the rate's change (student − "
+                 "teacher) from the same paired bootstrap copies, for the gated groups and the "
+                 "reference." if st.resamples else ""), ""]
     return lines
+
+
+def _rate_cell(g: GroupRow, rate: str) -> str:
+    """``teacher → student`` of one rate, and the interval of its change when there is one."""
+    text = f"{show(g.teacher_rates[rate])} → {show(g.student_rates[rate])}"
+    change = rate_change_text(g.intervals.get(rate))
+    return f"{text}<br>{change}" if change else text
 
 
 def _group_cells(g: GroupRow, alpha: float) -> tuple[str, str, str]:
@@ -285,11 +379,10 @@ def _top1_rows(rows: list[GroupRow], alpha: float) -> list[str]:
     body = []
     for g in rows:
         label, n, p_text = _group_cells(g, alpha)
-        body.append([label, n,
-                     f"{show(g.teacher_rates['accuracy'])} → {show(g.student_rates['accuracy'])}",
+        body.append([label, n, _rate_cell(g, "accuracy"),
                      f"{g.teacher_only_correct:,} / {g.student_only_correct:,}", p_text])
     return _table(["group", "n", "top-1 accuracy", "only teacher / only student right",
-                   "McNemar p (Holm)"], body)
+                   "McNemar p (Holm)"], body, right=(1, 2, 3, 4))
 
 
 def disagreement_lines(report: GateReport, top: int = 10
@@ -313,14 +406,14 @@ def _classwise(report: GateReport) -> list[str]:
         lines += [f"**{safe.markdown(title)}**", ""]
         if rows:
             lines += _table(["class", "n", "accuracy", "p (Holm)"],
-                            [[_md(r[0]), *r[1:]] for r in rows])
+                            [[_md(r[0]), *r[1:]] for r in rows], right=(1, 2, 3))
         lines.append("")
     lines += ["### Class-wise disagreement (top-1 class of one model → the other)", ""]
     for a, b, title, rows in disagreement_lines(report):
         lines += [f"**{safe.markdown(title)}**", ""]
         if rows:
             lines += _table([f"{_md(a)} says", f"{_md(b)} says", "rows"],
-                            [[_md(x) for x in r[:2]] + [r[2]] for r in rows])
+                            [[_md(x) for x in r[:2]] + [r[2]] for r in rows], right=(2,))
         lines.append("")
     return lines
 
@@ -350,11 +443,22 @@ def _render(report: GateReport, lim: _Limits) -> str:
     title, probes = text_probes(report)
     if probes:
         lines += [safe.markdown(title), ""]
-        lines += _table(PROBE_HEADER, [[safe.markdown(c) for c in row] for row in probes])
+        lines += _table(PROBE_HEADER, [[safe.markdown(c) for c in row] for row in probes],
+                        right=(1, 2, 3))
         lines.append("")
+    lines += _provenance(report)
     lines.append(f"<sub>fairgate {report.version} · full numbers in report.json, charts in "
                  "report.html</sub>")
     return "\n".join(lines) + "\n"
+
+
+def _provenance(report: GateReport) -> list[str]:
+    """Which files made this verdict: digests of the inputs, how each model was read."""
+    rows = [[_md(name), _md(where), safe.markdown(digest, 400), _md(positive),
+             safe.markdown(how, REASON_CHARS)]
+            for name, where, digest, positive, how in provenance(report)]
+    return ["### Inputs", "", *_table(["input", "source", "digest", "positive class", "read as"],
+                                      rows), ""]
 
 
 def _cut(text: str, max_bytes: int) -> str:

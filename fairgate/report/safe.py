@@ -159,10 +159,14 @@ def markdown(text: object, limit: int | None = TEXT_CHARS) -> str:
     HTML is escaped, every Markdown metacharacter (including ``|``, which ends a table
     cell, and ``$``, GitHub's math) is backslash-escaped, a leading ``-``/``+``/``=`` or
     ``1.`` cannot start a list or heading, control characters are shown escaped (so no
-    line break ends the cell and no NUL or ESC reaches the file), long values are clipped.
+    line break ends the cell and no NUL or ESC reaches the file), ``@`` can neither mention
+    a GitHub user nor start an e-mail link, long values are clipped.
     """
     out = _MD_SPECIAL.sub(r"\\\g<0>", _html.escape(visible(clip(text, limit)), quote=False))
-    return _MD_BLOCK_START.sub(r"\1\\\2", out)
+    # a backslash does not stop GitHub's @mentions (which notify people) or cmark-gfm's
+    # e-mail autolinks, both found in rendered text: a zero-width space after ``@`` does
+    # (as Dependabot writes ``@&#8203;user``)
+    return _MD_BLOCK_START.sub(r"\1\\\2", out).replace("@", "@&#8203;")
 
 
 def markdown_code(text: object, limit: int | None = 200) -> str:

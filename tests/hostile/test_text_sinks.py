@@ -204,14 +204,15 @@ def _widths(md: str) -> set[int]:
     """Pipes per row of each table: taken from the header rows (``|---|`` lines follow them)."""
     lines = md.splitlines()
     return {lines[i - 1].count("|") for i, line in enumerate(lines)
-            if re.fullmatch(r"\|(---\|)+", line)}
+            if re.fullmatch(r"\|(---:?\|)+", line)}
 
 
 # ----------------------------------------------------------------------------- HTML, XML, CSV
 
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "p",
              "b", "br", "span", "section", "table", "thead", "tbody", "tr", "th", "td", "div",
-             "ul", "li", "details", "summary", "svg", "g", "rect", "line", "text", "circle", "i"}
+             "ul", "li", "details", "summary", "svg", "g", "rect", "line", "text", "circle", "i",
+             "code"}
 
 
 def assert_html_inert(page: str, literal: Iterable[str] = (), max_bytes: int = 2_000_000) -> None:
