@@ -437,9 +437,6 @@ class Comparison:
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
 
-    def ranked(self, name: str) -> Ranked:
-        return next(r for r in self.ranking if r.name == name)
-
     @property
     def exit_code(self) -> int:
         """0 when at least one candidate passes the gate (pass or warn), else 1."""
@@ -453,8 +450,8 @@ class Comparison:
 
     @property
     def recommended(self) -> str | None:
-        """The best candidate when there is exactly one; None when none passes, when the
-        first ranked is not comparable, or when several are tied for best."""
+        """The best candidate when there is exactly one; None when none passes, when no
+        passing one is comparable, or when several are tied for best."""
         return self.best[0] if len(self.best) == 1 else None
 
     @property
@@ -639,8 +636,8 @@ def verdict_line(c: Comparison) -> str:
     if not passing:
         return f"no candidate passes the gate ({len(c.candidates)} gated)"
     if not c.best:
-        return (f"{head}, but the first ranked is not comparable on every objective (an "
-                "undefined value or interval): no recommendation")
+        return (f"{head}, but none of them is comparable on every objective (an undefined "
+                "value or interval): no recommendation")
     if len(c.best) == 1:
         text = f"{head}; best: {c.best[0]}"
     else:
@@ -652,19 +649,20 @@ def verdict_line(c: Comparison) -> str:
     return text
 
 
-def leaders_line(c: Comparison) -> str:
-    """Per objective, the best estimate and the candidates indistinguishable from it."""
-    parts = []
+def leaders(c: Comparison) -> list[str]:
+    """Per objective, one line: the best estimate and the candidates indistinguishable
+    from it."""
+    lines = []
     for k, o in enumerate(OBJECTIVES):
         best = [r.name for r in c.ranking if r.standing[k] == "best"]
         ties = [r.name for r in c.ranking if r.standing[k] == "indistinguishable"]
         if not best:
-            parts.append(f"{o.title}: no comparable candidate")
+            lines.append(f"{o.title}: no comparable candidate")
             continue
-        parts.append(f"{o.title}: {', '.join(best)}"
+        lines.append(f"{o.title}: {', '.join(best)}"
                      + (f" (indistinguishable: {', '.join(ties)})" if ties else
                         " (better than every other beyond noise)" if len(c.ranking) > 1 else ""))
-    return "best estimate per objective: " + "; ".join(parts)
+    return lines
 
 
 def teacher_name(c: Comparison) -> str:
@@ -686,7 +684,8 @@ def render_terminal(c: Comparison, width: int | None = None) -> str:
                    f"{first.inputs['data']['rows']:,} rows · "
                    f"{len(c.candidates)} candidates vs {t(teacher_name(c))}", width),
              *wrap(t(objective_text(c), 1000), width), "", *table, "",
-             *wrap(t(verdict_line(c), 2000), width), *wrap(t(leaders_line(c), 2000), width),
+             *wrap(t(verdict_line(c), 5000), width), "best estimate per objective:",
+             *(x for line in leaders(c) for x in wrap(t(line, 5000), width, "  ")),
              *wrap("marks: best = best estimate; ≈best = not distinguishable from it by the "
                    "paired intervals; worse = beaten beyond noise; n/c = not comparable", width)]
     for n in notes(c):
@@ -708,8 +707,8 @@ def render_markdown(c: Comparison) -> str:
              f"Policy {code(c.candidates[0].report.policy.path)}, audit set "
              f"{code(c.request.data)} ({c.candidates[0].report.inputs['data']['rows']:,} rows), "
              f"teacher {code(c.teacher)}, {len(c.candidates)} candidates.", "",
-             f"**{cell(verdict_line(c))}**", "",
-             cell(_capital(leaders_line(c))) + ".", "",
+             f"**{cell(verdict_line(c), 5000)}**", "", "Best estimate per objective:", "",
+             *(f"- {cell(line, 5000)}" for line in leaders(c)), "",
              cell(_capital(objective_text(c))) + ".", "",
              "| " + " | ".join([*HEADER, "reports"]) + " |", "|" + "---|" * (len(HEADER) + 1)]
     for r, row in zip(c.ranking, _rows(c), strict=True):

@@ -476,11 +476,14 @@ def test_mlflow_one_parent_run_with_candidates_nested(synthetic, write_policy, r
     assert summary["mlflow"]["run_id"] == parent.info.run_id
     assert parent.info.run_name.startswith("compare 2 candidates vs t · policy · ")
     assert parent.data.tags["fairgate.kind"] == "compare"
+    assert parent.data.tags["fairgate.best"] == ",".join(summary["best"])
+    assert parent.data.tags.get("fairgate.indistinguishable", "") == ",".join(
+        summary["indistinguishable"])
     assert parent.data.metrics["fairgate.passed"] == float(summary["exit_code"] == 0)
     assert parent.data.metrics["fairgate.candidates"] == 2.0
     assert parent.info.status == ("FINISHED" if summary["exit_code"] == 0 else "FAILED")
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
-        "compare.json", "compare.md"}
+        "compare.json", "compare.md", "compare.html"}
     nested = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(nested) == 2 == len(runs) - 1 and children
     verdicts = {c["name"]: c["verdict"] for c in summary["candidates"]}

@@ -110,7 +110,7 @@ def _evidence(c: Comparison) -> str:
 
 
 def render_html(c: Comparison) -> str:
-    from fairgate.comparison import leaders_line, notes, objective_text, verdict_line
+    from fairgate.comparison import leaders, notes, objective_text, verdict_line
 
     first = c.candidates[0].report
     verdict = c.verdict if c.exit_code == 0 else "fail"
@@ -118,14 +118,16 @@ def render_html(c: Comparison) -> str:
     rows_text = f"{rows:,} rows · " if isinstance(rows, int) else ""
     header = (f'<header style="background:{_VERDICT_COLOR[verdict]}" data-verdict="{verdict}" '
               f'data-best="{_e(" ".join(c.best))}"><h1>{_e(_VERDICT_TEXT[verdict])}</h1>'
-              f"<p><b>{_e(verdict_line(c))}</b></p><p class=meta>{len(c.candidates)} candidates "
+              f"<p><b>{_e(verdict_line(c), 5000)}</b></p><p class=meta>{len(c.candidates)} candidates "
               f"vs teacher {_e(c.teacher)} · {rows_text}audit set {_e(c.request.data)} · policy "
               f"{_e(first.policy.path)} · fairgate {_e(first.version)} · "
               f"{_e(first.started_at)}</p></header>")
     banners = "".join(f'<div class="banner">{_e(n)}</div>' for n in notes(c))
     dominated = "".join(f"<li>{_e(r.name)} by {_e(', '.join(r.dominated_by))}</li>"
                         for r in c.ranking if r.dominated_by)
-    body = (header + banners + f"<p>{_e(leaders_line(c))}.</p><h2>Ranking</h2>"
+    best = "".join(f"<li>{_e(line, 5000)}</li>" for line in leaders(c))
+    body = (header + banners + f"<p>Best estimate per objective:</p><ul id=leaders>{best}</ul>"
+            + "<h2>Ranking</h2>"
             + f'<p class="note">{_e(objective_text(c))}.</p>' + _ranking(c)
             + (f"<p>Dominated beyond noise:</p><ul>{dominated}</ul>" if dominated else "")
             + _evidence(c))
