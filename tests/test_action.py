@@ -333,6 +333,19 @@ def test_github_workflow_uses_the_action_and_uploads_reports() -> None:
     assert "uses: OWNER/fairgate@" in (CI / "github-workflow.yml").read_text()
 
 
+def test_compare_workflow_uses_the_action_and_reads_outputs_safely() -> None:
+    wf = yaml.safe_load((CI / "github-compare.yml").read_text())
+    steps = [s for job in wf["jobs"].values() for s in job["steps"]]
+    gate = next(s for s in steps if s.get("id") == "fairgate")
+    assert gate["with"].keys() <= ACTION["inputs"].keys()
+    assert "student" not in gate["with"] and gate["with"]["candidates"].count(".onnx") == 3
+    said = steps[-1]
+    assert "${{" not in said["run"]  # outputs reach the script as environment variables
+    for value in said["env"].values():
+        name = EXPR.fullmatch(value).group(1).removeprefix("steps.fairgate.outputs.")
+        assert name in ACTION["outputs"], name
+
+
 def test_registry_release_workflow_promotes_on_pass_only() -> None:
     text = (CI / "github-release-from-registry.yml").read_text()
     wf = yaml.safe_load(text)
