@@ -180,12 +180,17 @@ def compare(policy: PolicyArg, data: Data, *, teacher: Model | None = None,
             engine: Literal["local", "spark"] = "local", spark_master: str | None = None,
             spark_conf: Sequence[tuple[str, str]] | dict[str, str] = ()) -> Comparison:
     """Gate several candidate students against one teacher and rank them, as
-    ``fairgate compare`` does; returns the :class:`~fairgate.comparison.Comparison`
-    (``.ranking``, ``.recommended``, ``.candidates``, ``.exit_code``).
+    ``fairgate compare`` does; returns the :class:`~fairgate.comparison.Comparison`:
+    ``.ranking`` (best first; each :class:`~fairgate.comparison.Ranked` with its rank, Pareto
+    layer, ``standing`` per objective and ``indistinguishable_from``), ``.best`` (the
+    first-ranked candidates that pass), ``.recommended`` (the only best one, else None),
+    ``.indistinguishable`` (passing candidates no objective tells from a best one),
+    ``.passing``, ``.verdict``, ``.candidates`` (each with its GateReport), ``.exit_code``.
 
     Candidates are files or MLflow URIs (their names come from them) or score columns; the
     teacher and the audit set may be in memory as for :func:`check`. ``out``: write
-    compare.json, compare.md and each candidate's report.json there.
+    compare.html, compare.md, compare.json and each candidate's report.html, report.md and
+    report.json there.
     """
     import tempfile
 

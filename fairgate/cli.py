@@ -301,8 +301,8 @@ def _tracked(logged: list[Any], *, required: bool, own: str, report: Any = None,
 @click.option("--candidate-scores", metavar="COL", multiple=True,
               help="Audit-set column of a candidate's scores (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fairgate-compare"),
-              show_default=True, help="Directory for compare.md, compare.json and one "
-              "report.json per candidate (in <candidate>/).")
+              show_default=True, help="Directory for compare.html, compare.md, compare.json and "
+              "each candidate's report.html, report.md and report.json (in <candidate>/).")
 @click.option("--no-mlflow", is_flag=True, help="Do not log the comparison to MLflow.")
 @click.option("--parent-run", metavar="RUN_ID", help="Nest the comparison's run under this run.")
 @click.option("--seed", type=int, help="Override statistics.seed.")
@@ -318,8 +318,10 @@ def compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str,
             spark_conf: tuple[tuple[str, str], ...]) -> None:
     """Gate several candidate students against one teacher and rank them (Pareto front).
 
-    Exit 0 if at least one candidate passes the gate, 1 if none does. In MLflow: one run for
-    the comparison, with each candidate's gate nested under it.
+    Candidates are told apart only beyond noise (their paired change intervals against the
+    teacher); the rest are reported as indistinguishable. Exit 0 if at least one candidate
+    passes the gate, 1 if none does. In MLflow: one run for the comparison, with each
+    candidate's gate nested under it.
     """
     options = _engine(engine, spark_master, spark_conf, out, quiet)
     logger = None
@@ -353,6 +355,10 @@ def _compare(policy: Path, data: str, teacher: str | None, candidates: tuple[str
     prepare_out_dir(out)  # a ranking that cannot be written is lost: fail before any work
     result = run_compare(request)
     write_comparison(result, out)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from fairgate.integrations.github import publish_compare
+
+        publish_compare(result, out)
     from fairgate.report.console import width
 
     echo(render_terminal(result, width()), nl=False)

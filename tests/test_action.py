@@ -158,7 +158,8 @@ def test_action_runs_the_gate_and_sets_outputs(workspace: Path) -> None:
                            "failed-checks": "\n".join(failed),
                            "inconclusive-checks": "\n".join(unsure),
                            "exit-code": str(report["exit_code"]),
-                           "mlflow-run-id": "", "promoted": ""}  # mlflow: auto, no server
+                           "mlflow-run-id": "", "promoted": "",  # mlflow: auto, no server
+                           **{k: "" for k in COMPARE_OUTPUTS}}
     md = (workspace / "fairgate-report" / "report.md").read_text(encoding="utf-8")
     assert gate.summary == md
     annotations = [line for line in gate.stdout.splitlines() if line.startswith("::error ")]
@@ -203,6 +204,74 @@ def test_action_forwards_model_uris_and_promote(workspace: Path) -> None:
     assert ("teacher model models:/credit@champion: no MLflow tracking server is set"
             in run.steps[-1].stderr)
     assert not (workspace / "mlflow.db").exists()
+
+
+COMPARE_OUTPUTS = ("recommended", "best-candidates", "indistinguishable-candidates",
+                   "passing-candidates", "failing-candidates", "best-per-objective")
+
+
+def test_action_runs_compare_when_candidates_are_given(workspace: Path) -> None:
+    # candidate files whose names would run commands if pasted into the script, one a line
+    # with blank lines and stray spaces around them
+    example = ROOT / "examples" / "adult"
+    names = ["int8 $(touch pwned).onnx", "pruned `touch pwned2`;.onnx"]
+    for name, src in zip(names, ("student_int8.onnx", "student_pruned.onnx"), strict=True):
+        (workspace / name).write_bytes((example / src).read_bytes())
+    run = run_action({"policy": str(example / "policy.yaml"),
+                      "data": str(example / "audit.parquet"),
+                      "teacher": str(example / "teacher.onnx"),
+                      "candidates": f"\n  {names[0]}  \n\n{names[1]}\r\n", "mlflow": "false",
+                      "install": "false", "out": "cmp"}, workspace)
+    assert not any((workspace / f).exists() for f in ("pwned", "pwned2"))
+    out = workspace / "cmp"
+    result = json.loads((out / "compare.json").read_text())
+    assert sorted(c["source"] for c in result["candidates"]) == sorted(names)
+    gate = run.steps[-1]
+    assert gate.returncode == result["exit_code"], gate.stderr
+    for c in result["candidates"]:
+        assert {p.name for p in (out / c["name"]).iterdir()} == {
+            "report.json", "report.md", "report.html"}
+    assert {"compare.json", "compare.md", "compare.html"} <= {p.name for p in out.iterdir()}
+    failed = [f"{c['name']}: {x['check']} [{'*'.join(x['grouping']) or 'overall'}]"
+              for c in result["candidates"]
+              for x in json.loads((out / c["name"] / "report.json").read_text())["results"]
+              if x["blocking"]]
+    assert run.outputs["verdict"] == result["verdict"]
+    assert run.outputs["exit-code"] == str(result["exit_code"])
+    assert run.outputs["report-dir"] == "cmp"
+    assert run.outputs["failed-checks"] == "\n".join(failed)
+    assert run.outputs["recommended"] == (result["recommended"] or "")
+    assert run.outputs["best-candidates"] == "\n".join(result["best"])
+    assert run.outputs["passing-candidates"] == "\n".join(result["passing"])
+    assert run.outputs["indistinguishable-candidates"] == "\n".join(result["indistinguishable"])
+    assert run.outputs["failing-candidates"] == "\n".join(
+        c["name"] for c in result["candidates"] if c["exit_code"] != 0)
+    assert gate.summary == (out / "compare.md").read_text(encoding="utf-8")
+    errors = [line for line in gate.stdout.splitlines() if line.startswith("::error ")]
+    assert len(errors) == min(len(failed) + (result["exit_code"] == 1), 10)
+
+
+def test_action_compares_score_columns(workspace: Path) -> None:
+    run = run_action({"policy": "policy.yaml", "data": "audit.parquet", "teacher-scores": "t",
+                      "candidate-scores": "s\nt", "install": "false"}, workspace)
+    result = json.loads((workspace / "fairgate-report" / "compare.json").read_text())
+    assert [c["source"] for c in sorted(result["candidates"], key=lambda c: c["name"])] == [
+        "s", "t"]
+    assert run.returncode == result["exit_code"] == 0  # t, the teacher itself, passes
+    assert run.outputs["verdict"] == result["verdict"]
+    assert set(COMPARE_OUTPUTS) <= run.outputs.keys()
+
+
+@pytest.mark.parametrize("extra", [{"student": "s.onnx"}, {"student-scores": "s"},
+                                   {"promote": "champion"}])
+def test_compare_refuses_check_only_inputs(workspace: Path, extra: dict[str, str]) -> None:
+    run = run_action({"policy": "policy.yaml", "data": "audit.parquet", "teacher-scores": "t",
+                      "candidate-scores": "s", "install": "false", **extra}, workspace)
+    assert run.returncode == 2
+    assert run.outputs["verdict"] == "error" and run.outputs["exit-code"] == "2"
+    assert ("::error title=fairgate::candidates runs fairgate compare: give no student"
+            in run.steps[-1].stdout)
+    assert not (workspace / "fairgate-report").exists()
 
 
 def test_extra_args_are_data_not_shell_code(workspace: Path) -> None:
@@ -295,6 +364,19 @@ def test_readme_and_workflows_name_the_declared_repository() -> None:
             if "fairgate" in u]
     assert uses and all(u.startswith((f"{repo}@", "./")) for _, u in uses), uses
     assert not any("OWNER" in t for t in texts.values())
+
+
+def test_compare_workflow_uses_the_action_and_reads_outputs_safely() -> None:
+    wf = yaml.safe_load((CI / "github-compare.yml").read_text())
+    steps = [s for job in wf["jobs"].values() for s in job["steps"]]
+    gate = next(s for s in steps if s.get("id") == "fairgate")
+    assert gate["with"].keys() <= ACTION["inputs"].keys()
+    assert "student" not in gate["with"] and gate["with"]["candidates"].count(".onnx") == 3
+    said = steps[-1]
+    assert "${{" not in said["run"]  # outputs reach the script as environment variables
+    for value in said["env"].values():
+        name = EXPR.fullmatch(value).group(1).removeprefix("steps.fairgate.outputs.")
+        assert name in ACTION["outputs"], name
 
 
 def test_registry_release_workflow_promotes_on_pass_only() -> None:

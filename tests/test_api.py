@@ -328,6 +328,38 @@ def test_compare_writes_only_when_out_is_given(synthetic, write_policy, tmp_path
     assert (out / "compare.json").is_file() and (out / "s" / "report.json").is_file()
 
 
+def test_compare_returns_the_ranking_fields(synthetic, write_policy, tmp_path) -> None:
+    from fairgate.comparison import OBJECTIVES, Comparison
+
+    df = pd.read_parquet(synthetic)
+    df["same"] = df["t"]
+    out = tmp_path / "o"
+    result = compare(write_policy(LOOSE), df, teacher_scores="t",
+                     candidate_scores=["s", "same"], out=out)
+    assert isinstance(result, Comparison)
+    written = json.loads((out / "compare.json").read_text())
+    assert list(result.best) == written["best"] and result.recommended == written["recommended"]
+    assert list(result.indistinguishable) == written["indistinguishable"]
+    assert list(result.passing) == written["passing"] and result.verdict == written["verdict"]
+    for r, c in zip(result.ranking, written["candidates"], strict=True):
+        assert (r.name, r.rank, r.on_front, r.layer) == (c["name"], c["rank"], c["on_front"],
+                                                          c["layer"])
+        assert [c["objectives"][o.name]["standing"] for o in OBJECTIVES] == list(r.standing)
+        assert list(r.indistinguishable_from) == c["indistinguishable_from"]
+        # each objective's change intervals are the candidate report's own KPI intervals
+        report = result.candidate(r.name).report
+        accuracy = next(v for v in report.kpis if v.key.metric == "accuracy")
+        interval = accuracy.delta_interval
+        assert interval is not None
+        (change,) = result.candidate(r.name).objectives[0].changes
+        assert change[1:] == pytest.approx((interval.lo, interval.hi), abs=1e-12)
+    for name in ("compare.json", "compare.md", "compare.html"):
+        assert (out / name).is_file()
+    for cand in result.candidates:
+        assert sorted(p.name for p in (out / cand.name).iterdir()) == [
+            "report.html", "report.json", "report.md"]
+
+
 # ----------------------------------------------------------------------------- the package
 
 

@@ -268,3 +268,99 @@ def test_summary_is_the_markdown_report(synthetic: Path, write_policy: Any,
     assert summary.read_text(encoding="utf-8") == render_markdown(report)
     assert json.loads(json.dumps(parse_file_command((tmp_path / "o").read_text())))["verdict"] \
         == report.verdict
+
+
+def test_compare_publishes_summary_outputs_and_annotations(
+    synthetic: Path, write_policy: Any, run_cli: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pandas as pd
+
+    from tests.conftest import SYNTHETIC_POLICY
+
+    df = pd.read_parquet(synthetic)
+    df["same"] = df["t"]  # the teacher itself: every change 0, passes on the estimate
+    df.to_parquet(tmp_path / "audit2.parquet")
+    # s raises DP beyond a bound of 0: it fails on every grouping where its gap grew
+    policy = write_policy(SYNTHETIC_POLICY.replace("max_increase: 0.02", "max_increase: 0.0")
+                          + "  decide_on: estimate\n")
+    summary, output = tmp_path / "summary.md", tmp_path / "output.txt"
+    summary.write_text("earlier\n")
+    for k, v in {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary),
+                 "GITHUB_OUTPUT": str(output), "GITHUB_WORKSPACE": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    r = run_cli("compare", "--policy", "policy.yaml", "--data", "audit2.parquet",
+                "--teacher-scores", "t", "--candidate-scores", "s", "--candidate-scores", "same",
+                "--out", "cmp", "--no-mlflow")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    reports = {c["name"]: json.loads((tmp_path / "cmp" / c["name"] / "report.json").read_text())
+               for c in result["candidates"]}
+    assert {n: rep["verdict"] for n, rep in reports.items()} == {"s": "fail", "same": "pass"}
+
+    def label(x: dict) -> str:
+        return f"{x['check']} [{'*'.join(x['grouping']) or 'overall'}]"
+
+    failed = [f"{c['name']}: {label(x)}" for c in result["candidates"]
+              for x in reports[c["name"]]["results"] if x["blocking"]]
+    assert failed and all(f.startswith("s: dp [") for f in failed)
+    objectives = ("accuracy", "worst_dp", "worst_eo")
+    per_objective = [
+        f"{o}: " + ", ".join([c["name"] for c in result["candidates"]
+                              if c["objectives"][o]["standing"] == "best"]
+                             + [c["name"] for c in result["candidates"]
+                                if c["objectives"][o]["standing"] == "indistinguishable"])
+        for o in objectives]
+    assert parse_file_command(output.read_text()) == {
+        "verdict": "pass", "report-dir": "cmp", "recommended": result["recommended"] or "",
+        "best-candidates": "\n".join(result["best"]),
+        "indistinguishable-candidates": "\n".join(result["indistinguishable"]),
+        "passing-candidates": "same", "failing-candidates": "s",
+        "best-per-objective": "\n".join(per_objective),
+        "failed-checks": "\n".join(failed), "inconclusive-checks": ""}
+    assert "same" in result["best"]
+    md = (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8")
+    assert summary.read_text(encoding="utf-8") == "earlier\n" + md
+
+    commands = [parse_command(line) for line in r.stdout.splitlines() if line.startswith("::")]
+    errors = [c for c in commands if c[0] == "error"]
+    # one error per blocking check of each candidate, on the check's line, named
+    assert [(c[1]["title"], c[1]["file"], c[1]["line"]) for c in errors] == [
+        (f"fairgate [s] fail: {label(x)}", "policy.yaml", str(_line_of(policy, "dp")))
+        for x in reports["s"]["results"] if x["blocking"]]
+    for (_, _, message), x in zip(errors, [x for x in reports["s"]["results"] if x["blocking"]],
+                                  strict=True):
+        assert x["reason"] in message
+    (notice,) = [c for c in commands if c[0] == "notice"]
+    assert notice[1]["title"] == "fairgate compare: pass" and "1 of 2 candidates pass" in notice[2]
+    warnings = [c for c in commands if c[0] == "warning"]
+    assert all(c[1]["title"].startswith(("fairgate [s]", "fairgate [same]", "fairgate:"))
+               for c in warnings)
+
+
+def test_compare_annotations_are_capped_and_say_when_none_passes(
+    synthetic: Path, write_policy: Any, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from fairgate.comparison import CompareRequest, run_compare
+    from fairgate.integrations.github import build_compare_annotations
+
+    df = pd.read_parquet(synthetic)
+    for i in range(3):
+        df[f"s{i}"] = df["s"]
+    data = tmp_path / "audit3.parquet"
+    df.to_parquet(data)
+    policy = _many_checks_policy(write_policy, 5, 0)  # every candidate fails 5 checks
+    result = run_compare(CompareRequest(policy=policy, data=data, teacher_scores="t",
+                                        candidate_scores=("s0", "s1", "s2"),
+                                        out=tmp_path / "c"))
+    assert result.exit_code == 1
+    notes = build_compare_annotations(result, str(tmp_path))
+    errors = [n for n in notes if n.level == "error"]
+    assert len(errors) == MAX_ANNOTATIONS
+    assert errors[0].title == "fairgate compare: fail"
+    assert errors[0].message == "no candidate passes the gate (3 gated)"
+    # 1 + 3 × 5 errors: the first 9 shown, the tenth names the other 7
+    assert errors[-1].title == "fairgate: 7 more blocking checks"
+    assert not [n for n in notes if n.level == "notice"]

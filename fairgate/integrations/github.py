@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fairgate.core.gate import CheckResult, Status, passes
 from fairgate.core.outcome import GateReport
@@ -38,6 +38,9 @@ from fairgate.report.safe import (
     workflow_command,
 )
 from fairgate.report.terminal import power_text, unresolved
+
+if TYPE_CHECKING:
+    from fairgate.comparison import Comparison
 
 MAX_ANNOTATIONS = 10  # per level and step, GitHub's own limit
 MESSAGE_CHARS = 2000
@@ -113,9 +116,8 @@ def _capped(notes: list[Annotation], level: Level, what: str, file: str) -> list
     return [*notes[: MAX_ANNOTATIONS - 1], summary]
 
 
-def build_annotations(report: GateReport, workspace: str | None = None) -> list[Annotation]:
-    """Errors for blocking checks; warnings for warn-only, waived and expired waivers."""
-    file = workspace_path(report.policy.path, workspace)
+def _report_notes(report: GateReport, file: str) -> tuple[list[Annotation], list[Annotation]]:
+    """(errors, warnings) of one gate report, uncapped."""
     errors, warnings = [], []
     for r in report.decision.results:
         if r.blocking:
@@ -136,8 +138,56 @@ def build_annotations(report: GateReport, workspace: str | None = None) -> list[
             clip(f"The waiver for {w.check} (owner {w.owner}) expired on {w.expires} and no "
                  f"longer applies. Its reason was: {w.reason}", MESSAGE_CHARS),
             file, _waiver_line(report, w)))
+    return errors, warnings
+
+
+def build_annotations(report: GateReport, workspace: str | None = None) -> list[Annotation]:
+    """Errors for blocking checks; warnings for warn-only, waived and expired waivers."""
+    file = workspace_path(report.policy.path, workspace)
+    errors, warnings = _report_notes(report, file)
     return (_capped(errors, "error", "blocking checks", file)
             + _capped(warnings, "warning", "warnings", file))
+
+
+def _of_candidate(name: str, note: Annotation) -> Annotation:
+    """A candidate's annotation: its name in the title (``fairgate [name] fail: ...``)."""
+    rest = note.title.removeprefix("fairgate")
+    return Annotation(note.level, f"fairgate [{name}]{rest}", note.message, note.file, note.line)
+
+
+def build_compare_annotations(result: Comparison, workspace: str | None = None
+                              ) -> list[Annotation]:
+    """What ``check`` emits, for every candidate (its name in each title), capped per level
+    over the whole comparison; then an error when no candidate passes, a warning when a
+    candidate is not comparable, and a notice naming the best candidates."""
+    from fairgate.comparison import notes, verdict_line
+
+    file = workspace_path(result.candidates[0].report.policy.path, workspace)
+    errors: list[Annotation] = []
+    warnings: list[Annotation] = []
+    seen: set[str] = set()
+    for r in result.ranking:
+        cand = result.candidate(r.name)
+        e, w = _report_notes(cand.report, file)
+        errors += [_of_candidate(cand.name, n) for n in e]
+        for n in w:
+            if n.title == "fairgate: input warning":  # the same for every candidate: once
+                if n.message in seen:
+                    continue
+                seen.add(n.message)
+                warnings.append(n)
+            else:
+                warnings.append(_of_candidate(cand.name, n))
+    warnings += [Annotation("warning", "fairgate compare: not comparable",
+                            clip(n, MESSAGE_CHARS), file, 1) for n in notes(result)]
+    overall = Annotation("error" if result.exit_code else "notice",
+                         f"fairgate compare: {result.verdict}",
+                         clip(verdict_line(result), MESSAGE_CHARS), file, 1)
+    if result.exit_code:  # first, so the cap never hides it
+        errors.insert(0, overall)
+    return (_capped(errors, "error", "blocking checks", file)
+            + _capped(warnings, "warning", "warnings", file)
+            + ([] if result.exit_code else [overall]))
 
 
 def _delimiter(value: str) -> str:
@@ -156,15 +206,46 @@ def format_outputs(values: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def outputs(report: GateReport, out: Path) -> dict[str, str]:
-    def label(r: CheckResult) -> str:
-        return visible(f"{r.check.id} [{grouping_name(r.key.grouping)}]")  # one line each
+def _label(r: CheckResult) -> str:
+    return visible(f"{r.check.id} [{grouping_name(r.key.grouping)}]")  # one line each
 
+
+def outputs(report: GateReport, out: Path) -> dict[str, str]:
     results = report.decision.results
-    failed = [label(r) for r in results if r.blocking]
-    unsure = [label(r) for r in results if r.status is Status.INCONCLUSIVE]
+    failed = [_label(r) for r in results if r.blocking]
+    unsure = [_label(r) for r in results if r.status is Status.INCONCLUSIVE]
     return {"verdict": report.verdict, "report-dir": str(out), "failed-checks": "\n".join(failed),
             "inconclusive-checks": "\n".join(unsure)}
+
+
+def compare_outputs(result: Comparison, out: Path) -> dict[str, str]:
+    """The step outputs of ``fairgate compare``: one value a line where there are several.
+
+    ``verdict`` is the best verdict of any candidate (``fail`` when none passes);
+    ``failed-checks`` and ``inconclusive-checks`` hold ``candidate: check [grouping]``."""
+    from fairgate.comparison import OBJECTIVES
+
+    failed, unsure = [], []
+    for r in result.ranking:
+        for x in result.candidate(r.name).report.decision.results:
+            if x.blocking:
+                failed.append(f"{r.name}: {_label(x)}")
+            if x.status is Status.INCONCLUSIVE:
+                unsure.append(f"{r.name}: {_label(x)}")
+    leaders = []
+    for k, o in enumerate(OBJECTIVES):
+        tied = [r.name for r in result.ranking if r.standing[k] == "best"]
+        tied += [r.name for r in result.ranking if r.standing[k] == "indistinguishable"]
+        leaders.append(f"{o.name}: {', '.join(tied)}")
+    return {"verdict": result.verdict, "report-dir": str(out),
+            "recommended": result.recommended or "",
+            "best-candidates": "\n".join(result.best),
+            "indistinguishable-candidates": "\n".join(result.indistinguishable),
+            "passing-candidates": "\n".join(result.passing),
+            "failing-candidates": "\n".join(r.name for r in result.ranking
+                                             if not result.candidate(r.name).passed),
+            "best-per-objective": "\n".join(leaders),
+            "failed-checks": "\n".join(failed), "inconclusive-checks": "\n".join(unsure)}
 
 
 def _append(path: str, text: str) -> None:
@@ -175,11 +256,30 @@ def _append(path: str, text: str) -> None:
 def publish(report: GateReport, out: Path, env: Mapping[str, str] | None = None,
             echo: Callable[[WorkflowCommand], None] = emit_workflow_command) -> None:
     """Summary, outputs and annotations for the current GitHub Actions step."""
+    _publish(build_annotations(report, (os.environ if env is None else env)
+                               .get("GITHUB_WORKSPACE")),
+             lambda: render_markdown(report), lambda: outputs(report, out), env, echo)
+
+
+def publish_compare(result: Comparison, out: Path, env: Mapping[str, str] | None = None,
+                    echo: Callable[[WorkflowCommand], None] = emit_workflow_command) -> None:
+    """The same for ``fairgate compare``: compare.md as the summary, the outputs of
+    :func:`compare_outputs`, the annotations of :func:`build_compare_annotations`."""
+    from fairgate.comparison import render_markdown as render_comparison
+
+    _publish(build_compare_annotations(result, (os.environ if env is None else env)
+                                       .get("GITHUB_WORKSPACE")),
+             lambda: render_comparison(result), lambda: compare_outputs(result, out), env, echo)
+
+
+def _publish(notes: list[Annotation], summary: Callable[[], str],
+             values: Callable[[], Mapping[str, str]], env: Mapping[str, str] | None,
+             echo: Callable[[WorkflowCommand], None]) -> None:
     env = os.environ if env is None else env
-    for note in build_annotations(report, env.get("GITHUB_WORKSPACE")):
+    for note in notes:
         echo(note.command())
-    for var, text in (("GITHUB_STEP_SUMMARY", lambda: render_markdown(report)),
-                      ("GITHUB_OUTPUT", lambda: format_outputs(outputs(report, out)))):
+    for var, text in (("GITHUB_STEP_SUMMARY", summary),
+                      ("GITHUB_OUTPUT", lambda: format_outputs(values()))):
         path = env.get(var)
         if not path:
             echo(workflow_command("warning", f"{var} is not set: nothing written there",

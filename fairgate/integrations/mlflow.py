@@ -847,14 +847,16 @@ def run_spec(report: GateReport, out: Path, folder: Path, env: Mapping[str, str]
 
 def compare_spec(result: Comparison, out: Path, folder: Path, env: Mapping[str, str],
                  ui: str | None = None) -> list[dict[str, Any]]:
-    """A comparison: one parent run (the ranking, compare.json and compare.md), then one
-    nested run per candidate, each a full gate run."""
+    """A comparison: one parent run (the ranking, compare.json, compare.md and compare.html),
+    then one nested run per candidate, each a full gate run."""
     first = result.candidates[0].report
     passing = sum(c.report.decision.exit_code == 0 for c in result.candidates)
     metrics = {"fairgate.passed": float(result.exit_code == 0),
                "fairgate.candidates": float(len(result.candidates)),
                "fairgate.candidates_passing": float(passing)}
     tags = {"fairgate.kind": "compare", "fairgate.recommended": result.recommended or "",
+            "fairgate.best": ",".join(result.best),
+            "fairgate.indistinguishable": ",".join(result.indistinguishable),
             "fairgate.teacher": model_label(first.inputs["teacher"]),
             "fairgate.sha256.policy": first.policy.sha256,
             **engine_tags(first.inputs["data"], first.engine),
@@ -866,7 +868,7 @@ def compare_spec(result: Comparison, out: Path, folder: Path, env: Mapping[str, 
               "candidates": ",".join(c.name for c in result.candidates)}
     staged = folder / "compare"
     staged.mkdir(parents=True)
-    for name in ("compare.json", "compare.md"):
+    for name in ("compare.json", "compare.md", "compare.html"):
         if (out / name).is_file():
             shutil.copyfile(out / name, staged / name)
     parent = {

@@ -20,9 +20,11 @@ from tests.conftest import CliResult
 from tests.hostile.runner import commands, own_annotations
 from tests.hostile.test_text_sinks import (
     BIG,
+    CANDIDATE_REPORT,
     COLUMN_A,
     COLUMN_B,
     OWNER,
+    PAGE_TAGS,
     PAYLOADS,
     REASON,
     STUDENT,
@@ -35,6 +37,7 @@ from tests.hostile.test_text_sinks import (
     assert_xml_parses,
     hostile_audit,
     hostile_policy,
+    parse_html,
     shown,
     yaml_str,
 )
@@ -110,19 +113,56 @@ def test_check_with_colours_keeps_only_its_own(hostile: tuple[Path, Path],
     assert_terminal_safe(r.stdout, styled=True)
 
 
+@pytest.mark.parametrize("actions", [False, True], ids=["terminal", "github-actions"])
 def test_compare_with_hostile_text(hostile: tuple[Path, Path], run_cli: Callable[..., CliResult],
-                                   tmp_path: Path) -> None:
+                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   actions: bool) -> None:
     policy, data = hostile
+    summary, outputs = tmp_path / "summary.md", tmp_path / "outputs.txt"
+    if actions:
+        monkeypatch.setenv("GITHUB_ACTIONS", "true")
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+        monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    else:
+        monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     out = tmp_path / "cmp"
     r = run_cli("compare", "--policy", policy, "--data", data, "--teacher-scores", TEACHER,
                 "--candidate-scores", STUDENT, "--candidate-scores", TEACHER, "--no-mlflow",
                 "--out", out)
     assert r.exit_code == 1, r.stderr
-    assert_terminal_safe(r.stdout)
+    assert_terminal_safe(r.stdout, styled=actions)
     assert_terminal_safe(r.stderr)
     assert "#\\x23[error]" in r.stdout
     assert_markdown_inert((out / "compare.md").read_text(encoding="utf-8"),
-                          literal=["sex*age_group"])
+                          literal=["sex*age_group"], links=CANDIDATE_REPORT)
+    # compare.html: report.html's elements plus links, which only reach the candidates'
+    # own reports; the hostile column names are shown as text
+    page = parse_html((out / "compare.html").read_text(encoding="utf-8"))
+    for tag, attrs in page.tags:
+        assert tag in PAGE_TAGS | {"a"}, tag
+        assert not any(k.lower().startswith("on") for k, _ in attrs), attrs
+        if tag == "a":
+            href = dict(attrs)["href"]
+            assert re.fullmatch(r"[A-Za-z0-9._-]+/report\.(html|md|json)", href), href
+            assert (out / href).is_file()
+    text = "".join(page.text)
+    assert shown(STUDENT) in text and shown(TEACHER) in text
+    for folder in (p for p in out.iterdir() if p.is_dir()):
+        assert_html_inert((folder / "report.html").read_text(encoding="utf-8"))
+        assert_markdown_inert((folder / "report.md").read_text(encoding="utf-8"))
+    if not actions:
+        assert not commands(r.stdout) and not commands(r.stderr)
+        return
+    notes = own_annotations(r.stdout)
+    assert {n.name for n in notes} >= {"error"}
+    for n in notes:  # data and properties came back as sent: no field broke out
+        assert "\n" not in n.properties.get("title", "")
+        assert n.properties["file"].endswith("policy.yaml")
+    assert summary.read_text(encoding="utf-8") == (out / "compare.md").read_text(encoding="utf-8")
+    values = parse_file_command(outputs.read_text(encoding="utf-8"))
+    assert values["verdict"] == "fail" and values["best-candidates"] == ""
+    for name in ("failed-checks", "failing-candidates", "best-per-objective"):
+        assert all("\r" not in line and line.isprintable() for line in values[name].split("\n"))
 
 
 def test_kpis_csv_and_mlflow_keys(hostile: tuple[Path, Path]) -> None:

@@ -21,14 +21,23 @@ from fairgate.comparison import render_markdown as compare_markdown
 from fairgate.comparison import render_terminal as compare_terminal
 from fairgate.core.outcome import GateReport
 from fairgate.errors import FairgateError, InternalError
-from fairgate.integrations.github import build_annotations, format_outputs, outputs
+from fairgate.integrations.github import (
+    build_annotations,
+    build_compare_annotations,
+    compare_outputs,
+    format_outputs,
+    outputs,
+)
 from fairgate.integrations.mlflow import collect, kpi_table, note, valid_key
 from fairgate.report import safe
+from fairgate.report.compare_html import render_html as compare_html
 from fairgate.report.html import render_html
 from fairgate.report.junit import render_junit
 from fairgate.report.markdown import render_markdown
 from fairgate.report.terminal import TerminalReporter
 from tests.hostile.test_text_sinks import (
+    CANDIDATE_REPORT,
+    PAGE_TAGS,
     assert_csv_inert,
     assert_html_inert,
     assert_markdown_inert,
@@ -151,7 +160,11 @@ def test_every_reporter_with_hostile_text(values: list[str], names: list[str], c
                 _with_check_id(c.candidates[0].report, check_id))):
             assert_terminal_safe(text)
             assert_terminal_safe(safe.guard_lines(text))
-        assert_markdown_inert(compare_markdown(c))
+        assert_markdown_inert(compare_markdown(c), links=CANDIDATE_REPORT)
+        for tag, attrs in parse_html(compare_html(c)).tags:
+            assert tag in PAGE_TAGS | {"a"} and not any(k.startswith("on") for k, _ in attrs)
+        assert_no_runner_command("\n".join(n.command() for n in build_compare_annotations(c)))
+        assert format_outputs(compare_outputs(c, folder))
         report = _with_check_id(c.candidates[0].report, check_id)
         assert_markdown_inert(render_markdown(report))
         assert_html_inert(render_html(report))

@@ -183,17 +183,24 @@ def render_gfm(md: str) -> str:
     return cmarkgfm.github_flavored_markdown_to_html(md, options=Options.CMARK_OPT_UNSAFE)
 
 
-def assert_markdown_inert(md: str, literal: Iterable[str] = ()) -> _Page:
+#: The links compare.md writes: to each candidate's own reports, in folder-safe names.
+CANDIDATE_REPORT = re.compile(r"[A-Za-z0-9._-]+/report\.(?:md|html)")
+
+
+def assert_markdown_inert(md: str, literal: Iterable[str] = (),
+                          links: re.Pattern[str] | None = None) -> _Page:
     """No raw control character in the file; rendered, only the elements fairgate writes
-    (links only to mailto:), every table row as wide as its header, ``literal`` shown as is."""
+    (links only to mailto:, or to what ``links`` matches whole), every table row as wide as
+    its header, ``literal`` shown as is."""
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]", md)
     rows = [line for line in md.splitlines() if line.startswith("|")]
     for line in rows:  # a data pipe is escaped: the cell count is the header's
         assert len(re.findall(r"(?<!\\)\|", line)) in _widths(md), line
     page = parse_html(render_gfm(md))
     for tag, attrs in page.tags:
-        assert tag in MD_TAGS or (tag == "a" and (dict(attrs).get("href") or "").startswith("mailto:")), \
-            (tag, attrs)
+        href = dict(attrs).get("href") or ""
+        assert tag in MD_TAGS or (tag == "a" and (href.startswith("mailto:") or (
+            links is not None and links.fullmatch(href) is not None))), (tag, attrs)
     text = "".join(page.text)
     for value in literal:
         assert value in text, value
