@@ -205,6 +205,15 @@ def test_symlink_inside_the_folder_is_followed(tmp_path: Path) -> None:
     assert np.array_equal(out[1], pixels[0].astype(np.float32))
 
 
+def test_audit_folder_reached_through_a_symlink(tmp_path: Path) -> None:
+    pixels = random_pixels(10, [(8, 8)])
+    write_images(tmp_path / "real", pixels)
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    out = decode_images(pa.array(["images/000.png"]), identity(size=(8, 8), layout="NHWC"),
+                        root=tmp_path / "linked", offset=0)
+    assert np.array_equal(out[0], pixels[0].astype(np.float32))
+
+
 # ------------------------------------------------------------------------ threads and order
 
 
@@ -290,10 +299,11 @@ def test_missing_file(tmp_path: Path) -> None:
         "image column 'img': row 41: 'images/nope.png': image file not found")
 
 
-def test_directory_is_not_an_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["images", ".", "images/"])
+def test_directory_is_not_an_image(tmp_path: Path, path: str) -> None:
     write_images(tmp_path, random_pixels(16, [(5, 5)]))
-    assert refused(pa.array(["images"]), tmp_path) == (
-        "image column 'img': row 40: 'images': is a directory, expected an image file")
+    assert refused(pa.array([path]), tmp_path) == (
+        f"image column 'img': row 40: {path!r}: is a directory, expected an image file")
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "//server/share/x.png", "C:\\x.png", "c:x.png",
