@@ -1,0 +1,81 @@
+"""The shipped vision example through the gate (policy model.inputs.image): exit code, and every
+group's size and confusion counts in report.json against a hand count from audit.parquet with
+decisions from onnxruntime fed by this test's own Pillow + NumPy preprocessing."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnxruntime as ort
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "examples" / "vision"
+
+
+def preprocess(paths: list[str], spec: dict) -> np.ndarray:
+    """decode -> RGB -> resize (W, H) bilinear -> (x / 255 - mean) / std -> NCHW, for the example's
+    settings (RGB, NCHW, bilinear, the default scale): asserted below so the test cannot drift."""
+    assert (spec.get("channels", "RGB"), spec.get("layout", "NCHW"), spec.get("resample", "bilinear")) == (
+        "RGB", "NCHW", "bilinear") and "scale" not in spec
+    h, w = spec["size"]
+    pixels = np.stack([
+        np.asarray(Image.open(EXAMPLE / p).convert("RGB").resize((w, h), Image.Resampling.BILINEAR))
+        for p in paths])
+    x = (pixels.astype(np.float64) / 255 - np.asarray(spec["mean"])) / np.asarray(spec["std"])
+    return x.transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def decisions(model: str, paths: list[str], spec: dict) -> np.ndarray:
+    session = ort.InferenceSession(str(EXAMPLE / model), providers=["CPUExecutionProvider"])
+    (probabilities,) = session.run(["probabilities"], {"pixel_values": preprocess(paths, spec)})
+    return probabilities[:, 1] >= 0.5  # the policies' threshold and positive_column
+
+
+@pytest.mark.parametrize("policy, student, exit_code", [
+    ("policy.yaml", "student_pruned.onnx", 1),  # lowlight TPR falls: equalized odds fails
+    ("policy-distilled.yaml", "student_distilled.onnx", 0),  # nothing fails (the README says why)
+])
+def test_vision_example_through_the_gate(run_cli, tmp_path, policy: str, student: str,
+                                         exit_code: int) -> None:
+    out = tmp_path / "report"
+    r = run_cli("check", "--policy", EXAMPLE / policy, "--data", EXAMPLE / "audit.parquet",
+                "--teacher", EXAMPLE / "teacher.onnx", "--student", EXAMPLE / student,
+                "--out", out, "--no-mlflow")
+    assert r.exit_code == exit_code, r.stderr
+    report = r.report
+    assert report["exit_code"] == exit_code
+
+    settings = yaml.safe_load((EXAMPLE / policy).read_text())["model"]
+    shared = settings["inputs"]["image"]
+    own = settings.get("student", {}).get("inputs", {}).get("image", shared)
+    audit = pq.read_table(EXAMPLE / "audit.parquet").to_pandas()
+    paths = audit["image"].tolist()
+    label = audit["is_circle"].to_numpy() == 1
+    predicted = {"teacher": decisions("teacher.onnx", paths, shared),
+                 "student": decisions(student, paths, own)}
+
+    groupings = [("camera",), ("background",), ("camera", "background")]
+    expected = {}
+    for grouping in groupings:
+        for values in itertools.product(*(sorted(audit[c].unique()) for c in grouping)):
+            mask = np.logical_and.reduce([audit[c].to_numpy() == v
+                                          for c, v in zip(grouping, values, strict=True)])
+            expected[grouping, values] = {"n": int(mask.sum()), **{
+                role: {"tp": int((mask & label & d).sum()), "fp": int((mask & ~label & d).sum()),
+                       "tn": int((mask & ~label & ~d).sum()), "fn": int((mask & label & ~d).sum())}
+                for role, d in predicted.items()}}
+    got = {}
+    for g in report["groups"]:
+        grouping = tuple(g["grouping"])
+        got[grouping, tuple(g["group"][c] for c in grouping)] = {
+            "n": g["n"], **{role: {k: g[role][k] for k in ("tp", "fp", "tn", "fn")}
+                            for role in ("teacher", "student")}}
+    assert got == expected
+    assert sum(v["n"] for (grouping, _), v in expected.items() if grouping == ("camera",)) == len(audit)
+    assert report["inputs"]["student"]["image"]["size"] == own["size"]
