@@ -5,6 +5,7 @@ decisions from onnxruntime fed by this test's own Pillow + NumPy preprocessing."
 from __future__ import annotations
 
 import itertools
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -79,3 +80,15 @@ def test_vision_example_through_the_gate(run_cli, tmp_path, policy: str, student
     assert got == expected
     assert sum(v["n"] for (grouping, _), v in expected.items() if grouping == ("camera",)) == len(audit)
     assert report["inputs"]["student"]["image"]["size"] == own["size"]
+
+
+def test_without_pillow_an_image_policy_is_exit_2(run_cli, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "PIL", None)  # import PIL now raises ImportError
+    out = tmp_path / "report"
+    r = run_cli("check", "--policy", EXAMPLE / "policy.yaml", "--data", EXAMPLE / "audit.parquet",
+                "--teacher", EXAMPLE / "teacher.onnx", "--student", EXAMPLE / "student_pruned.onnx",
+                "--out", out, "--no-mlflow")
+    assert r.exit_code == 2
+    assert r.stderr == ("fairgate: error: image inputs (model.inputs.image) need Pillow, which is not "
+                        "installed here: pip install 'fairgate[image]'\n")
+    assert not out.exists()
