@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -92,3 +93,37 @@ def test_without_pillow_an_image_policy_is_exit_2(run_cli, tmp_path, monkeypatch
     assert r.stderr == ("fairgate: error: image inputs (model.inputs.image) need Pillow, which is not "
                         "installed here: pip install 'fairgate[image]'\n")
     assert not out.exists()
+
+
+def _groups(report: dict) -> list[tuple]:
+    return [(g["grouping"], g["group"], g["n"], g["teacher"], g["student"]) for g in report["groups"]]
+
+
+def test_image_bytes_in_memory_give_the_same_report(run_cli, tmp_path) -> None:
+    """The Python API with a pyarrow Table whose image column holds the PNG bytes: the same
+    groups and counts as the file audit set with paths."""
+    import fairgate
+
+    r = run_cli("check", "--policy", EXAMPLE / "policy.yaml", "--data", EXAMPLE / "audit.parquet",
+                "--teacher", EXAMPLE / "teacher.onnx", "--student", EXAMPLE / "student_pruned.onnx",
+                "--out", tmp_path / "files", "--no-mlflow")
+    table = pq.read_table(EXAMPLE / "audit.parquet")
+    blobs = pa.array([(EXAMPLE / p).read_bytes() for p in table.column("image").to_pylist()], pa.binary())
+    in_memory = table.set_column(table.schema.get_field_index("image"), "image", blobs)
+    report = fairgate.check(EXAMPLE / "policy.yaml", in_memory, teacher=EXAMPLE / "teacher.onnx",
+                            student=EXAMPLE / "student_pruned.onnx")
+    assert report.exit_code == r.exit_code == 1
+    assert _groups(report.to_dict()) == _groups(r.report)
+
+
+def test_image_paths_in_memory_are_refused() -> None:
+    """An in-memory audit set has no folder: its paths cannot be resolved (exit 3, row named)."""
+    import fairgate
+    from fairgate.errors import DataError
+
+    table = pq.read_table(EXAMPLE / "audit.parquet")
+    with pytest.raises(DataError) as e:
+        fairgate.check(EXAMPLE / "policy.yaml", table, teacher=EXAMPLE / "teacher.onnx",
+                       student=EXAMPLE / "student_pruned.onnx")
+    assert e.value.exit_code == 3
+    assert "image column 'image' holds file paths, but this audit set has no folder" in str(e.value)
