@@ -127,3 +127,16 @@ def test_image_paths_in_memory_are_refused() -> None:
                        student=EXAMPLE / "student_pruned.onnx")
     assert e.value.exit_code == 3
     assert "image column 'image' holds file paths, but this audit set has no folder" in str(e.value)
+
+
+def test_a_size_the_graph_contradicts_is_exit_3(run_cli, tmp_path) -> None:
+    """policy.yaml's shared 32x32 for the 24x24 distilled student: refused before any row."""
+    out = tmp_path / "report"
+    r = run_cli("check", "--policy", EXAMPLE / "policy.yaml", "--data", EXAMPLE / "audit.parquet",
+                "--teacher", EXAMPLE / "teacher.onnx", "--student", EXAMPLE / "student_distilled.onnx",
+                "--out", out, "--no-mlflow")
+    assert r.exit_code == 3
+    assert r.stderr == ("fairgate: error: student model student_distilled.onnx: graph input 'pixel_values' "
+                        "has shape [N, 3, 24, 24], but model.inputs.image gives NCHW [N, 3, 32, 32] "
+                        "(axis 2: 24 vs 32)\n")
+    assert not out.exists()

@@ -1,13 +1,15 @@
 """Image inputs: an audit-set column of file paths or image bytes, turned into a model's tensor.
 
-The pipeline is fixed so a report can say exactly what the model saw: Pillow decode →
-convert to the channel mode (RGB, BGR or L) → resize to (W, H) with the declared resample (no
-crop, no EXIF rotation) → uint8 → float32 ``(x * scale - mean) / std`` per channel, in the order
-of ``channels`` → NCHW or NHWC. It is the torchvision-style preprocessing most image models are
-exported with, minus the crop: a crop would be a guess about what the model was trained on.
+The pipeline is fixed so a report can say exactly what the model saw: Pillow decode → convert
+to the channel mode (RGB, BGR or L; alpha dropped, the first frame of an animation) → resize to
+(W, H) with the declared resample (no crop, no EXIF rotation) → uint8 → float32
+``(x * scale - mean) / std`` per channel, in the order of ``channels`` → NCHW or NHWC. It is
+the torchvision-style preprocessing most image models are exported with, minus the crop: a
+crop would be a guess about what the model was trained on.
 
-Decoding runs in a small thread pool (Pillow releases the GIL while it decodes and resizes) so
-the models are not starved; rows come out in input order whatever the pool does.
+Decoding runs in a small thread pool so the models are not starved: Pillow's C decoders and
+resize release the GIL, which pays for large images (small ones are mostly Python and gain
+little: benchmarks/bench_images.py). Rows come out in input order whatever the pool does.
 
 Image data is untrusted input. A path must stay inside the audit set's folder (no absolute
 path, no ``..``, no symlink out) and be a regular file of at most :data:`MAX_FILE_BYTES`; only
