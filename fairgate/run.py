@@ -45,7 +45,7 @@ from fairgate.engine.run import EngineOptions, count_pass, pass_spec, wants_scor
 from fairgate.errors import ModelError, UsageError
 from fairgate.inputs.audit import DEFAULT_BATCH_ROWS
 from fairgate.inputs.memory import InMemoryTable
-from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor
+from fairgate.inputs.model import ColumnPredictor, OnnxPredictor, Predictor, batch_rows_for
 from fairgate.inputs.outputs import ReadSettings
 from fairgate.inputs.sources import ModelFiles, ModelSource, model_source
 from fairgate.policy import Check, LoadedPolicy, Policy, load_policy
@@ -224,8 +224,9 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
     plan = (multiclass_plan(policy, groupings, teacher, spurious)
             if policy.multiclass is not None else None)
     spec = pass_spec(policy, groupings, models, spurious, features, plan)
+    batch_rows = batch_rows_for(models, req.batch_rows)
     counted, data_info, engine = count_pass(spec, req.data, (teacher, student, reference),
-                                            policy, req.batch_rows, req.engine)
+                                            policy, batch_rows, req.engine)
     derived: dict[str, GroupingCounts] = {}
     if plan is not None:
         derived["classes"] = counted.counts[plan.classes_grouping]
@@ -276,7 +277,7 @@ def evaluate_policy(loaded: LoadedPolicy, req: GateRequest,
         kpis=tuple(values[k] for k in dict.fromkeys(kpi_keys)), groups=tuple(groups),
         inputs=inputs, started_at=started, version=__version__,
         timings={"count_seconds": t1 - t0, "statistics_seconds": t2 - t1}, engine=engine,
-        warnings=(same_model_warnings(inputs) + batch_warnings(inputs, req.batch_rows)
+        warnings=(same_model_warnings(inputs) + batch_warnings(inputs, batch_rows)
                   + interval_warnings(checks, values) + unbinned_warnings(policy, counted.counts)),
         individual=individual, classwise=classwise, unlisted=tuple(unlisted),
         scores=None if score_details is None else {
@@ -667,7 +668,7 @@ def plan_audit(req: PlanRequest) -> Any:
     spec = replace(pass_spec(policy, groupings, [teacher, teacher], None, [], None),
                    sample=None, score_sample=None, identity=())
     counted, _, _ = count_pass(spec, req.data, (teacher, teacher, None), policy,
-                               req.batch_rows, EngineOptions())
+                               batch_rows_for([teacher], req.batch_rows), EngineOptions())
     counts = {g: GroupingCounts(g, c.groups, assumed_student(c.cells, q))
               for g, c in counted.counts.items()}
     return plan_counts(policy, counts, counted.rows,

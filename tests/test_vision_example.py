@@ -140,3 +140,48 @@ def test_a_size_the_graph_contradicts_is_exit_3(run_cli, tmp_path) -> None:
                         "has shape [N, 3, 24, 24], but model.inputs.image gives NCHW [N, 3, 32, 32] "
                         "(axis 2: 24 vs 32)\n")
     assert not out.exists()
+
+
+def test_teacher_and_student_with_one_image_setting_decode_each_batch_once(
+        run_cli, tmp_path, monkeypatch) -> None:
+    import fairgate.inputs.image as image
+
+    calls: list[int] = []
+    real = image.decode_images
+
+    def counting(values, *args, **kwargs):
+        calls.append(len(values))
+        return real(values, *args, **kwargs)
+
+    monkeypatch.setattr(image, "decode_images", counting)
+    r = run_cli("check", "--policy", EXAMPLE / "policy.yaml", "--data", EXAMPLE / "audit.parquet",
+                "--teacher", EXAMPLE / "teacher.onnx", "--student", EXAMPLE / "student_pruned.onnx",
+                "--out", tmp_path / "r", "--no-mlflow", "--batch-size", "500")
+    assert r.exit_code == 1, r.stderr
+    rows = pq.read_metadata(EXAMPLE / "audit.parquet").num_rows
+    assert sum(calls) == rows  # once per row, not once per model
+    assert max(calls) <= 500
+
+
+def test_image_batches_are_capped_by_decoded_bytes_and_the_report_does_not_change(
+        run_cli, tmp_path, monkeypatch) -> None:
+    import fairgate.inputs.image as image
+    import fairgate.inputs.model as model
+
+    spec = yaml.safe_load((EXAMPLE / "policy.yaml").read_text())["model"]["inputs"]["image"]
+    h, w = spec["size"]
+    per_row = 8 * h * w * 3  # float32 pixels and a cast copy, RGB
+    args = ("check", "--policy", EXAMPLE / "policy.yaml", "--data", EXAMPLE / "audit.parquet",
+            "--teacher", EXAMPLE / "teacher.onnx", "--student", EXAMPLE / "student_pruned.onnx",
+            "--no-mlflow", "--format", "json")
+    whole = run_cli(*args, "--out", tmp_path / "whole")
+    calls: list[int] = []
+    real = image.decode_images
+    monkeypatch.setattr(image, "decode_images",
+                        lambda values, *a, **k: calls.append(len(values)) or real(values, *a, **k))
+    monkeypatch.setattr(model, "INPUT_BATCH_BYTES", 100 * per_row + per_row // 2)
+    capped = run_cli(*args, "--out", tmp_path / "capped")
+    assert (whole.exit_code, capped.exit_code) == (1, 1)
+    assert max(calls) == 100 and len(calls) == -(-pq.read_metadata(EXAMPLE / "audit.parquet").num_rows // 100)
+    for key in ("results", "groups", "verdict"):
+        assert capped.report[key] == whole.report[key]

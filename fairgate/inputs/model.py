@@ -9,7 +9,8 @@ scores, 0/1 decisions or predicted classes from an audit-set column.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -252,11 +253,14 @@ class OnnxPredictor:
     def matrix_signature(self) -> tuple[Any, ...] | None:
         """What the feature matrix depends on: two models with the same signature read the
         same matrix, which is then built once a batch. None for per-column inputs."""
+        from fairgate.inputs.image import ImageSettings
         from fairgate.inputs.text import TextSettings
 
         if isinstance(self.inputs, TextSettings):  # one tokenizer, one encoding a batch
             s = self.inputs
             return ("text", s.column, s.sha256, s.max_length, s.padding)
+        if isinstance(self.inputs, ImageSettings):  # one decode a batch, whatever the input name
+            return ("image", replace(self.inputs, input=None), self.data_root)
         if not self._matrix:
             return None
         _, typ, _ = self._inputs[0]
@@ -269,7 +273,12 @@ class OnnxPredictor:
         Each column is written straight into one preallocated matrix (no float64 stack),
         and NaN is looked for once, over the whole matrix.
         """
-        if self.inputs is not None:  # a text model (the only kind with a signature)
+        if self.inputs is not None:  # a text model's encodings, an image model's pixels
+            from fairgate.inputs.image import ImageSettings, decode_images
+
+            if isinstance(self.inputs, ImageSettings):
+                return decode_images(batch.column(self.inputs.column), self.inputs,
+                                     root=self.data_root, offset=offset)
             return self._encoded(batch, offset)
         _, typ, _ = self._inputs[0]
         nan_ok = self.missing == "pass" and typ in _CAN_BE_NAN
@@ -312,8 +321,8 @@ class OnnxPredictor:
 
     def _kind_inputs(self, batch: pa.RecordBatch, offset: int,
                      shared: Any = None) -> dict[str, np.ndarray]:
-        """Text, tensor or image feeds; ``shared``: the batch's encodings when another model
-        with the same tokenizer made them."""
+        """Text, tensor or image feeds; ``shared``: the batch's encodings or decoded images
+        when another model with the same tokenizer or image settings made them."""
         from fairgate.inputs.text import TensorSettings, TextSettings, tensor_matrix
 
         s = self.inputs
@@ -328,8 +337,9 @@ class OnnxPredictor:
             return {name: tensor_matrix(col, s.column, offset, shape[1], dtype)}
         from fairgate.inputs.image import decode_images
 
-        return {name: decode_images(col, s, root=self.data_root, offset=offset).astype(
-            dtype, copy=False)}
+        pixels = shared if shared is not None else decode_images(col, s, root=self.data_root,
+                                                                 offset=offset)
+        return {name: pixels.astype(dtype, copy=False)}
 
     # ------------------------------------------------------------------ outputs
 
@@ -440,6 +450,31 @@ class OnnxPredictor:
 
 #: Tokenizers made in this process, by content and settings (a worker's later tasks reuse them).
 _ENCODERS: dict[tuple[str, int, str], Any] = {}
+
+
+#: Decoded input one model may hold for a batch: image and text models read fewer rows a
+#: batch than --batch-size asks when their pixels or token ids would pass it (a 224x224 RGB
+#: image is 588 KiB of float32, so 65,536 of them would be 37 GiB).
+INPUT_BATCH_BYTES = 256 << 20
+
+
+def batch_rows_for(models: Iterable[Predictor | None], requested: int) -> int:
+    """The rows a batch holds: ``requested``, or fewer so that no model's decoded image or
+    text input passes :data:`INPUT_BATCH_BYTES`. Reports do not depend on it (tested)."""
+    from fairgate.inputs.image import ImageSettings
+    from fairgate.inputs.text import TextSettings
+
+    rows = requested
+    for m in models:
+        s = m.inputs if isinstance(m, OnnxPredictor) else None
+        if isinstance(s, ImageSettings):
+            per_row = 8 * s.size[0] * s.size[1] * (1 if s.channels == "L" else 3)  # f32 + copy
+        elif isinstance(s, TextSettings):
+            per_row = 3 * 8 * s.max_length  # input_ids, attention_mask, token_type_ids
+        else:
+            continue
+        rows = min(rows, max(1, INPUT_BATCH_BYTES // per_row))
+    return rows
 
 
 def _text_encoder(settings: Any, where: str) -> Any:
