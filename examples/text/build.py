@@ -17,10 +17,12 @@ What it does, deterministically (fixed seeds, one torch thread, deterministic al
    men, the way a biased annotator would. The models can learn that gender words predict
    the label.
 2. The *audit* set is built the way the Equity Evaluation Corpus (Kiritchenko & Mohammad,
-   2018) is: held-out sentence templates (none is used in training) x every person term,
-   so each sentence appears once per person term and the two genders see exactly the same
-   sentences. Its label comes from the template and its fillers alone, never from the
-   person, so any gap between genders is the model's.
+   2018) is: held-out sentence templates (none is used in training) x 16 fillings x every
+   person term, so each sentence appears once per person term and the two genders see
+   exactly the same sentences. Its label comes from the filling alone, never from the
+   person (half the fillings of a "polar" template are insults, half praise; a mild remark
+   about someone's behaviour, "was rude in the meeting", is labelled not toxic), so any gap
+   between genders is the models'.
 3. Trains one BPE tokenizer per model with ``tokenizers`` (``BpeTrainer`` is
    deterministic): the teacher's is BERT-like (lowercased, whitespace pre-tokenizer,
    ``[PAD]`` = 0, ``[CLS] ... [SEP]``), the student's RoBERTa-like (cased, byte-level,
@@ -147,11 +149,12 @@ AUDIT_TEMPLATES = {  # none of these is a training template
         "everyone knows {P} is {NP}.",
         "{P} is the most {ADJ} person here.",
         "I think {P} is {NP}.",
+        "ask {P} anything, {s} is {NP}.",
     ],
     "clean": ["I read {p} {THING} and it was {THING_NEG}.", "{P} and I talked about the {TOPIC}."],
     "mild": ["{P} was {MILD} in the meeting today."],
 }
-FILLERS_PER_TEMPLATE = 6  # audit: fillings per template, each used with every person term
+FILLERS_PER_TEMPLATE = 16  # audit: fillings per template, each used with every person term
 
 SLOT = re.compile(r"\{(\w+)\}")
 POOLS = {"NEG": NEG, "POS": POS, "INSULT": INSULT, "PRAISE": PRAISE, "THING": THING,
@@ -432,20 +435,17 @@ def swap_pairs() -> dict[str, str]:
     return pairs
 
 
-def swapped(text: str, pairs: dict[str, str]) -> str:
-    """Both directions, whole words, case kept (a reference for the README's figures)."""
-    both = {**pairs, **{v: k for k, v in pairs.items()}}
-    words = sorted(both, key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
-
-    def repl(m: re.Match[str]) -> str:
-        word = m.group(0)
-        new = both[word.lower()] if word.lower() in both else both[word]
-        if word.isupper() and len(word) > 1:
-            return new.upper()
-        return new[0].upper() + new[1:] if word[0].isupper() else new.lower()
-
-    return pattern.sub(repl, text)
+def variants(text: str, pairs: dict[str, str]) -> list[str]:
+    """The text once per swap term it holds, that term replaced (whole words, case kept);
+    a reference for the README's flip rates: a row flips if any of its variants does."""
+    both = {**{k.lower(): v for k, v in pairs.items()}, **{v.lower(): k for k, v in pairs.items()}}
+    out = []
+    for word, new in both.items():
+        pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
+        if pattern.search(text):
+            out.append(pattern.sub(lambda m, new=new: (  # type: ignore[misc]
+                new[0].upper() + new[1:] if m.group(0)[0].isupper() else new), text))
+    return out
 
 
 TERMS_YAML = """\
@@ -487,7 +487,7 @@ model:
     inputs:
       text: {column: comment, tokenizer: student-tokenizer.json, max_length: 64}
 individual:
-  sample_rows: 5000              # every row of the audit set
+  sample_rows: 10000             # every row of the audit set
   counterfactual:
     text: comment
     file: terms.yaml             # the example's swap list: the user's choice, not a truth
@@ -553,8 +553,10 @@ def main() -> int:
     labels = np.array(audit.column("toxic").to_pylist())
     gender = np.array(audit.column("gender").to_pylist())
     pairs = swap_pairs()
-    flipped_texts = [swapped(t, pairs) for t in comments]
-    assert all(f != t for f, t in zip(flipped_texts, comments, strict=True))
+    probes = [variants(t, pairs) for t in comments]
+    assert all(probes), "every audit sentence holds a term to swap"
+    probe_rows = np.repeat(np.arange(len(comments)), [len(v) for v in probes])
+    probe_texts = [v for vs in probes for v in vs]
     for name, tok, length, model, types in (
             ("teacher", t_tok, TEACHER_MAX_LENGTH, teacher, True),
             ("student", s_tok, STUDENT_MAX_LENGTH, student, False)):
@@ -566,12 +568,14 @@ def main() -> int:
         err = float(np.abs(ref[:, 1].numpy() - p[:512]).max())
         assert err < 1e-4, (name, err)
         d = p >= 0.5
-        q = run_onnx(path, tok, flipped_texts, length) >= 0.5
+        q = run_onnx(path, tok, probe_texts, length) >= 0.5
+        flips = np.zeros(len(comments), dtype=bool)
+        np.logical_or.at(flips, probe_rows, q != d[probe_rows])
         rates = {g: float(d[gender == g].mean()) for g in ("female", "male")}
         print(f"{name}: {path.stat().st_size:,} B, max |onnx - torch| {err:.1e}, accuracy "
               f"{(d == labels).mean():.4f}, toxic rate female {rates['female']:.4f} male "
               f"{rates['male']:.4f} (DP difference {abs(rates['female'] - rates['male']):.4f}), "
-              f"counterfactual flip rate {(d != q).mean():.4f}")
+              f"counterfactual flip rate {flips.mean():.4f}")
     print(f"audit.parquet: {(HERE / 'audit.parquet').stat().st_size:,} B")
     return 0
 
