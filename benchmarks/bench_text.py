@@ -132,7 +132,7 @@ def floor(texts: list[str], threaded: bool) -> int:
     for start in range(0, len(texts), BATCH_ROWS):
         batch = texts[start:start + BATCH_ROWS]
         if pool is not None:
-            outs = list(pool.map(lambda p: score(p, batch), parts))
+            outs = list(pool.map(score, parts, [batch] * len(parts)))
         else:
             outs = [score(p, batch) for p in parts]
         flagged += sum(int((o >= 0.5).sum()) for o in outs)
