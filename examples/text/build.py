@@ -4,17 +4,18 @@ teacher, a distilled student, the audit set and the policy.
 Run from the repository root (needs torch, tokenizers, onnx, onnxruntime, pandas and
 pyarrow; only tokenizers and onnxruntime are needed to *use* the committed files)::
 
-    python examples/text/build.py            # about two minutes on one CPU core
+    python examples/text/build.py            # about a minute on one CPU core
 
 What it does, deterministically (fixed seeds, one torch thread, deterministic algorithms):
 
 1. Generates every sentence itself from the templates and word lists below, so the data has
    no licence but this repository's. Each sentence mentions one person, by a first name or
    a family/role word ("my sister", "the waiter"), and is labelled toxic (1) or not (0) by
-   its template. The *training* corpus carries an annotation bias on purpose: sentences
-   about women are labelled toxic more often (45 % against 30 %), and the "mild" templates
-   ("X can be rude sometimes") are labelled toxic 70 % of the time for women and 30 % for
-   men, the way a biased annotator would. The models can learn that gender words predict
+   its filling (an insult or praise) or its template. The *training* corpus carries an
+   annotation bias on purpose: sentences about women are labelled toxic more often (45 %
+   against 30 %), and the "mild" templates ("X can be rude sometimes", a quarter of the
+   corpus) are labelled toxic 75 % of the time for women and 25 % for men, the way a
+   biased annotator would. The models can learn that gender words predict
    the label.
 2. The *audit* set is built the way the Equity Evaluation Corpus (Kiritchenko & Mohammad,
    2018) is: held-out sentence templates (none is used in training) x 16 fillings x every
