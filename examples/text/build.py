@@ -49,6 +49,7 @@ What it does, deterministically (fixed seeds, one torch thread, deterministic al
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -444,9 +445,12 @@ def variants(text: str, pairs: dict[str, str]) -> list[str]:
     for word, new in both.items():
         pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
         if pattern.search(text):
-            out.append(pattern.sub(lambda m, new=new: (  # type: ignore[misc]
-                new[0].upper() + new[1:] if m.group(0)[0].isupper() else new), text))
+            out.append(pattern.sub(functools.partial(_cased, new), text))
     return out
+
+
+def _cased(new: str, found: re.Match[str]) -> str:
+    return new[0].upper() + new[1:] if found.group(0)[0].isupper() else new
 
 
 TERMS_YAML = """\
