@@ -250,6 +250,38 @@ def test_first_bad_row_is_named_whatever_the_workers(workers: int) -> None:
         decode_images(binary(blobs), identity(), root=None, offset=1000, workers=workers)
 
 
+def test_a_bad_image_before_an_unreadable_file_is_the_one_named(tmp_path: Path) -> None:
+    # files are read first, then decoded: the first bad row wins whichever phase finds it
+    names = write_images(tmp_path, random_pixels(5, [(5, 5)] * 4))
+    (tmp_path / names[1]).write_bytes(b"not a png")
+    column = pa.array([names[0], names[1], names[2], "images/missing.png", names[3]])
+    assert refused(column, tmp_path, offset=0).startswith(
+        "image column 'img': row 1: 'images/001.png': not an image")
+    (tmp_path / names[1]).write_bytes(png(random_pixels(6, [(5, 5)])[0]))
+    assert "row 3: 'images/missing.png'" in refused(column, tmp_path, offset=0)
+
+
+@pytest.mark.parametrize(("pool_bytes", "pooled"), [(10**9, False), (1, True)])
+def test_small_images_decode_on_this_thread_large_ones_in_the_pool(
+        monkeypatch: pytest.MonkeyPatch, pool_bytes: int, pooled: bool) -> None:
+    import fairgate.inputs.image as image
+
+    made: list[int] = []
+    real = image.ThreadPoolExecutor
+
+    def spy(max_workers: int, **kw: object) -> object:
+        made.append(max_workers)
+        return real(max_workers=max_workers, **kw)
+
+    monkeypatch.setattr(image, "ThreadPoolExecutor", spy)
+    monkeypatch.setattr(image, "POOL_BYTES", pool_bytes)
+    blobs, _ = distinct_images(12)
+    out = decode_images(binary(blobs), identity(size=(6, 7)), root=None, offset=0)
+    assert made == ([image.WORKERS] if pooled else [])
+    expected = np.stack([pillow_reference(b, "RGB", (6, 7), "bilinear") for b in blobs])
+    assert np.array_equal(out, expected.transpose(0, 3, 1, 2).astype(np.float32))
+
+
 def test_empty_batch() -> None:
     out = decode_images(binary([]), ImageSettings("img", (4, 5), IMAGENET_MEAN, IMAGENET_STD),
                         root=None, offset=0)

@@ -7,9 +7,11 @@ to the channel mode (RGB, BGR or L; alpha dropped, the first frame of an animati
 the torchvision-style preprocessing most image models are exported with, minus the crop: a
 crop would be a guess about what the model was trained on.
 
-Decoding runs in a small thread pool so the models are not starved: Pillow's C decoders and
-resize release the GIL, which pays for large images (small ones are mostly Python and gain
-little: benchmarks/bench_images.py). Rows come out in input order whatever the pool does.
+Files are read in row order, then decoded; large images (:data:`POOL_BYTES` encoded, on
+average) in a small thread pool so the models are not starved: Pillow's C decoders and resize
+release the GIL. Small ones are mostly Python, where threads only contend for the GIL
+(benchmarks/bench_images.py: 10k 32x32 PNGs decode in 2.4 s on one thread, 3.9 s on four).
+Rows come out in input order whatever the pool does.
 
 Image data is untrusted input. A path must stay inside the audit set's folder (no absolute
 path, no ``..``, no symlink out) and be a regular file of at most :data:`MAX_FILE_BYTES`; only
@@ -41,6 +43,8 @@ INSTALL = "pip install 'fairgate[image]'"
 MAX_FILE_BYTES = 64 * 1024 * 1024  # one image file; an audit image this large is a mistake
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")  # Pillow format names opened
 CHANNELS = {"RGB": 3, "BGR": 3, "L": 1}
+WORKERS = 4  # decoding threads for large images
+POOL_BYTES = 64 * 1024  # mean encoded size from which decoding goes to the pool
 LAYOUTS = ("NCHW", "NHWC")
 RESAMPLES = ("bilinear", "bicubic", "nearest", "lanczos")
 _SHOWN_CHARS = 200  # of a path in an error message
@@ -109,14 +113,16 @@ def require_pillow() -> ModuleType:
 
 
 def decode_images(values: pa.Array | pa.ChunkedArray, settings: ImageSettings, *,
-                  root: Path | None, offset: int, workers: int = 4) -> np.ndarray:
+                  root: Path | None, offset: int, workers: int | None = None) -> np.ndarray:
     """The batch as float32 [N, C, H, W] (NCHW) or [N, H, W, C] (NHWC), rows in input order.
 
     ``values`` holds paths relative to ``root`` (string) or encoded images (binary); ``offset``
     is the row number of ``values[0]`` in the audit set, for error messages. Raises DataError
     naming ``settings.column`` and the row (offset + i) for a null, a path outside ``root``,
     a path column with ``root`` None, a missing file or data that does not decode; when several
-    rows are bad the first is named, whatever ``workers`` is.
+    rows are bad the first is named, whatever ``workers`` is. ``workers``: decoding threads;
+    None decodes on :data:`WORKERS` threads when the images average :data:`POOL_BYTES` or more
+    encoded, else on this one.
     """
     image = require_pillow()
     column = _shown(settings.column)
@@ -137,28 +143,28 @@ def decode_images(values: pa.Array | pa.ChunkedArray, settings: ImageSettings, *
         raise DataError(f"image column {column} holds file paths, but this audit set has no "
                         "folder to resolve them in (it is in memory): give the images as bytes "
                         "(a binary column) or read the audit set from a file")
-    base = os.path.realpath(root) if root is not None else None
     rows = values.to_pylist()
+    blobs, read_error = rows, None
+    if root is not None:  # files in row order; the first that cannot be read stops here
+        blobs, read_error = _read_files(os.path.realpath(root), rows, column, offset)
     h, w = settings.size
-    c = CHANNELS[settings.channels]
-    pixels = np.empty((len(rows), h, w, c), dtype=np.uint8)
+    pixels = np.empty((len(rows), h, w, CHANNELS[settings.channels]), dtype=np.uint8)
 
     def decode_span(start: int, stop: int) -> DataError | None:
         """Rows [start, stop) into ``pixels``; the first bad row's error, returned."""
         for i in range(start, stop):
-            where = f"image column {column}: row {offset + i}"
             try:
-                if base is not None:
+                pixels[i] = _decode(image, blobs[i], settings)
+            except _Undecodable as e:  # the row's name is made only for the error
+                where = f"image column {column}: row {offset + i}"
+                if root is not None:
                     where = f"{where}: {_shown(rows[i])}"
-                    data = _read_inside(base, rows[i], where)
-                else:
-                    data = rows[i]
-                pixels[i] = _decode(image, data, settings, where)
-            except DataError as e:
-                return e
+                return DataError(f"{where}: {e}")
         return None
 
-    n = len(rows)
+    n = len(blobs)  # the rows before the first unreadable file
+    if workers is None:
+        workers = WORKERS if n and sum(map(len, blobs)) >= POOL_BYTES * n else 1
     k = max(1, min(workers, n))
     bounds = [(n * j // k, n * (j + 1) // k) for j in range(k)]
     if k == 1:
@@ -166,7 +172,7 @@ def decode_images(values: pa.Array | pa.ChunkedArray, settings: ImageSettings, *
     else:
         with ThreadPoolExecutor(max_workers=k, thread_name_prefix="fairgate-image") as pool:
             errors = list(pool.map(lambda span: decode_span(*span), bounds))
-    first_error = next((e for e in errors if e is not None), None)  # spans are in row order
+    first_error = next((e for e in errors if e is not None), read_error)  # spans in row order
     if first_error is not None:
         raise first_error
     return _normalise(pixels, settings)
@@ -177,9 +183,31 @@ def _shown(text: str) -> str:
     return safe.terminal(repr(safe.clip(text, _SHOWN_CHARS)), None)
 
 
-def _read_inside(base: str, raw: str, where: str) -> bytes:
+def _read_files(base: str, rows: list[str], column: str,
+                offset: int) -> tuple[list[bytes], DataError | None]:
+    """The bytes of each file up to the first that cannot be read, and that one's error."""
+    out: list[bytes] = []
+    folders: dict[str, str] = {}
+    for i, raw in enumerate(rows):
+        try:
+            out.append(_read_inside(base, raw, f"image column {column}: row {offset + i}: "
+                                    f"{_shown(raw)}", folders))
+        except DataError as e:
+            return out, e
+    return out, None
+
+
+def _inside(base: str, target: str, where: str) -> str:
+    if target != base and not target.startswith(base.rstrip(os.sep) + os.sep):
+        raise DataError(f"{where}: the path leaves the audit set's folder (a symlink out)")
+    return target
+
+
+def _read_inside(base: str, raw: str, where: str, folders: dict[str, str]) -> bytes:
     """The bytes of ``raw`` (relative to the folder ``base``, itself resolved), refusing any
-    way out of ``base``. Strings, not Path objects: this runs once an image."""
+    way out of ``base``. Strings, not Path objects: this runs once an image. ``folders``
+    caches each folder's resolved path (most audit sets keep their images in a few), so a
+    file costs one lstat of its own beyond the read."""
     if not raw:
         raise DataError(f"{where}: an empty path")
     if "\x00" in raw:
@@ -189,35 +217,44 @@ def _read_inside(base: str, raw: str, where: str) -> bytes:
                         "set's folder")
     if ".." in _SEPARATORS.split(raw):
         raise DataError(f"{where}: the path leaves the audit set's folder ('..')")
-    target = os.path.realpath(os.path.join(base, raw))  # every symlink followed
-    if target != base and not target.startswith(base.rstrip(os.sep) + os.sep):
-        raise DataError(f"{where}: the path leaves the audit set's folder (a symlink out)")
+    folder, name = os.path.split(raw)
+    parent = folders.get(folder)
+    if parent is None:  # every symlink on the way followed
+        parent = folders[folder] = _inside(base, os.path.realpath(os.path.join(base, folder)),
+                                           where)
+    target = os.path.join(parent, name)
+    if os.path.islink(target):
+        target = _inside(base, os.path.realpath(target), where)
     # the resolved path is opened, so a link swapped after the check cannot lead out
     return read_regular_file(Path(target), MAX_FILE_BYTES, DataError, where=where,
                              what="image file", expected="an image file")
 
 
-def _decode(image: ModuleType, data: bytes, settings: ImageSettings, where: str) -> np.ndarray:
+class _Undecodable(Exception):
+    """Why one image does not decode (decode_span adds its row)."""
+
+
+def _decode(image: ModuleType, data: bytes, settings: ImageSettings) -> np.ndarray:
     """One image as uint8 [H, W, C]: decode, convert, resize."""
     h, w = settings.size
     try:
         with image.open(io.BytesIO(data), formats=FORMATS) as img:
             if image.MAX_IMAGE_PIXELS is not None and img.width * img.height > image.MAX_IMAGE_PIXELS:
-                raise DataError(f"{where}: over Pillow's decompression-bomb limit of "
-                                f"{image.MAX_IMAGE_PIXELS:,} pixels ({img.width} x {img.height})")
+                raise _Undecodable(f"over Pillow's decompression-bomb limit of "
+                                   f"{image.MAX_IMAGE_PIXELS:,} pixels ({img.width} x {img.height})")
             mode = "L" if settings.channels == "L" else "RGB"
             resample = getattr(image.Resampling, settings.resample.upper())
             out = img.convert(mode).resize((w, h), resample=resample)
-    except DataError:
+    except _Undecodable:
         raise
     except (image.DecompressionBombError, image.DecompressionBombWarning) as e:
-        raise DataError(f"{where}: over Pillow's decompression-bomb limit of "
-                        f"{image.MAX_IMAGE_PIXELS:,} pixels ({e})") from None
+        raise _Undecodable(f"over Pillow's decompression-bomb limit of "
+                           f"{image.MAX_IMAGE_PIXELS:,} pixels ({e})") from None
     except image.UnidentifiedImageError:
-        raise DataError(f"{where}: not an image Pillow can open as one of "
-                        f"{', '.join(FORMATS)}") from None
+        raise _Undecodable(f"not an image Pillow can open as one of {', '.join(FORMATS)}"
+                           ) from None
     except Exception as e:  # a truncated or corrupt file fails in decode, as OSError or worse
-        raise DataError(f"{where}: the image does not decode: {safe.terminal(e, _SHOWN_CHARS)}") from None
+        raise _Undecodable(f"the image does not decode: {safe.terminal(e, _SHOWN_CHARS)}") from None
     arr = np.asarray(out, dtype=np.uint8).reshape(h, w, -1)
     return arr[:, :, ::-1] if settings.channels == "BGR" else arr
 
