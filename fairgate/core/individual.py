@@ -629,17 +629,7 @@ def counterfactual_flips(batch: pa.RecordBatch | pa.Table, column: str, values: 
     counterfactual: fail, naming it). The standard errors are binomial over the sampled
     rows; the changes (student − teacher) are paired per row.
     """
-    if isinstance(batch, pa.Table):
-        table = batch.combine_chunks()
-        batches = table.to_batches()
-        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
-    if column not in batch.schema.names:
-        raise DataError(f"counterfactual column {column!r} is not in the sampled rows "
-                        f"(columns: {', '.join(batch.schema.names)})")
-    col = batch.column(column)
-    if col.null_count:
-        raise DataError(f"counterfactual column {column!r} has {col.null_count} missing value(s) "
-                        "in the sampled rows")
+    batch, col = _sampled_column(batch, column, "counterfactual column")
     typ = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
     if pa.types.is_dictionary(col.type):
         batch = _with_array(batch, column, col.cast(typ))
@@ -737,17 +727,7 @@ def text_counterfactual_flips(batch: pa.RecordBatch | pa.Table, column: str,
     the rows holding ``a``; the overall rate over the rows holding any term, a row flipping
     if any of its substitutions changes its decision. Rows without a term cannot flip and
     are not counted: a sample without any term is undefined, never a pass."""
-    if isinstance(batch, pa.Table):
-        table = batch.combine_chunks()
-        batches = table.to_batches()
-        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
-    if column not in batch.schema.names:
-        raise DataError(f"counterfactual text column {column!r} is not in the sampled rows "
-                        f"(columns: {', '.join(batch.schema.names)})")
-    col = batch.column(column)
-    if col.null_count:
-        raise DataError(f"counterfactual text column {column!r} has {col.null_count} missing "
-                        "value(s) in the sampled rows")
+    batch, col = _sampled_column(batch, column, "counterfactual text column")
     texts = [str(t) for t in col.to_pylist()]
     typ = col.type
     deciders = [("teacher", teacher)] + ([("student", student)] if student is not None else [])
@@ -780,3 +760,20 @@ def text_counterfactual_flips(batch: pa.RecordBatch | pa.Table, column: str,
                                                  f"of {column} holds {r.source!r}"))
           for ri, r in enumerate(rewrites)}
     return TextFlips(column, n, int(any_term.sum()), overall, by)
+
+
+def _sampled_column(batch: pa.RecordBatch | pa.Table, column: str,
+                    what: str) -> tuple[pa.RecordBatch, pa.Array]:
+    """The sample as one record batch and its ``column``, which must be there without nulls."""
+    if isinstance(batch, pa.Table):
+        table = batch.combine_chunks()
+        batches = table.to_batches()
+        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+    if column not in batch.schema.names:
+        raise DataError(f"{what} {column!r} is not in the sampled rows "
+                        f"(columns: {', '.join(batch.schema.names)})")
+    col = batch.column(column)
+    if col.null_count:
+        raise DataError(f"{what} {column!r} has {col.null_count} missing value(s) in the "
+                        "sampled rows")
+    return batch, col
