@@ -17,7 +17,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The build context holds only what `pip install` needs (see .dockerignore).
 COPY . /src
 RUN python -m venv /opt/fairgate \
- && /opt/fairgate/bin/python -m pip install /src \
+ && /opt/fairgate/bin/python -m pip install "/src[text,image]" \
  && rm -rf /src \
  && fairgate --version
 

@@ -485,7 +485,8 @@ def test_dockerfile_shape() -> None:
     assert ("WORKDIR", "/work") in ins
     assert json.loads(next(a for n, a in ins if n == "ENTRYPOINT")) == ["fairgate"]
     runs = [a for n, a in ins if n == "RUN"]
-    assert any("pip install /src" in r for r in runs)
+    # with the text and image extras: the image gates tokenizer and Pillow models too
+    assert any('pip install "/src[text,image]"' in r for r in runs)
     assert ("COPY", ". /src") in ins
 
 
