@@ -293,8 +293,8 @@ def _recording_python(tmp_path: Path) -> tuple[str, Path]:
 
 
 @pytest.mark.parametrize(("version", "expected"), [
-    ("", f"-m pip install --disable-pip-version-check {ROOT}"),
-    ("0.1.0", "-m pip install --disable-pip-version-check fairgate==0.1.0"),
+    ("", f"-m pip install --disable-pip-version-check {ROOT}[text,image]"),
+    ("0.1.0", "-m pip install --disable-pip-version-check fairgate[text,image]==0.1.0"),
 ])
 def test_install_step_installs_the_action_source_or_a_version(
     workspace: Path, tmp_path: Path, version: str, expected: str
@@ -315,7 +315,8 @@ def test_install_step_of_a_local_action_installs_its_folder(workspace: Path, tmp
     run = run_action({**SCORES, "install": "true"}, workspace, path=path, steps_to_run=1,
                      action_path=local)
     assert run.returncode == 0, run.steps[0].stderr
-    assert log.read_text().splitlines() == [f"-m pip install --disable-pip-version-check {local}"]
+    assert log.read_text().splitlines() == [
+        f"-m pip install --disable-pip-version-check {local}[text,image]"]
 
 
 def test_install_false_needs_fairgate_on_path(workspace: Path) -> None:
