@@ -120,10 +120,9 @@ def input_settings(spec: ModelInputs, loaded: LoadedPolicy, role: str) -> Any:
         t = spec.text
         own = getattr(loaded.policy.model, role.replace(" ", "_"))
         at = ("model", role.replace(" ", "_")) if own is not None and own.inputs else ("model",)
-        key = ".".join((*at, "inputs", "text", "tokenizer"))
+        key = (*at, "inputs", "text", "tokenizer")
         text = read_tokenizer(loaded.path.parent / t.tokenizer,
-                              f"{loaded.path}:{loaded.line_of((*at, 'inputs', 'text', 'tokenizer'))}"
-                              f": {key} {t.tokenizer}")
+                              f"{loaded.path}:{loaded.line_of(key)}: {'.'.join(key)} {t.tokenizer}")
         return TextSettings(t.column, t.tokenizer, text, t.max_length, t.padding)
     if spec.tensor is not None:
         return TensorSettings(spec.tensor.column, spec.tensor.input)

@@ -330,10 +330,7 @@ def interval_targets(counts: GroupingCounts, ctx: Context) -> np.ndarray:
     p = mcnemar_exact_many(c[:, 0, 0, 1] + c[:, 1, 1, 0], c[:, 0, 1, 0] + c[:, 1, 0, 1])
     gated_idx = ctx.gated_index
     p[gated_idx] = holm(p[gated_idx].tolist())
-    keep = ctx.gated.copy()
-    if ctx.reference is not None:
-        keep[ctx.reference] = True
-    idx = np.flatnonzero(keep)
+    idx = np.flatnonzero(_kept(ctx))
     # by (not the reference, p, −size); lexsort is stable, so ties keep table order
     order = np.lexsort((-counts.sizes[idx], np.nan_to_num(p[idx], nan=1.0),
                         idx != ctx.reference))
@@ -347,9 +344,7 @@ class _RateCopies:
     def __init__(self, counts: GroupingCounts, ctx: Context, settings: Settings,
                  drawn_groups: int) -> None:
         targets = interval_targets(counts, ctx)
-        keep = ctx.gated.copy()
-        if ctx.reference is not None:
-            keep[ctx.reference] = True
+        keep = _kept(ctx)
         # where each group is in the table the copies are drawn from (pooled or not)
         where = np.flatnonzero(keep) if drawn_groups < len(keep) else np.arange(len(keep))
         self.groups = [counts.groups[i] for i in targets.tolist()]
@@ -406,6 +401,15 @@ CHUNK = 250
 CHUNK_CELLS = 2_000_000
 
 
+def _kept(ctx: Context) -> np.ndarray:
+    """The groups the bootstrap keeps apart (:func:`pool_ungated`): gated ones and the
+    reference."""
+    keep = ctx.gated.copy()
+    if ctx.reference is not None:
+        keep[ctx.reference] = True
+    return keep
+
+
 def pool_ungated(cells: np.ndarray, ctx: Context) -> tuple[np.ndarray, Context]:
     """The table the bootstrap draws from: ungated groups summed into one pooled group.
 
@@ -422,9 +426,7 @@ def pool_ungated(cells: np.ndarray, ctx: Context) -> tuple[np.ndarray, Context]:
     copies themselves differ (fewer draws from the generator), so the table is pooled only
     when that removes a group: two or more ungated groups besides the reference.
     """
-    keep = ctx.gated.copy()
-    if ctx.reference is not None:
-        keep[ctx.reference] = True
+    keep = _kept(ctx)
     if len(keep) - int(keep.sum()) < 2:
         return cells, ctx
     kept = np.flatnonzero(keep)

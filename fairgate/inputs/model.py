@@ -8,6 +8,7 @@ scores, 0/1 decisions or predicted classes from an audit-set column.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -326,19 +327,15 @@ class OnnxPredictor:
         from fairgate.inputs.text import TensorSettings, TextSettings, tensor_matrix
 
         s = self.inputs
-        col = batch.column(s.column)
         if isinstance(s, TextSettings):
             encoded = shared if shared is not None else self._encoded(batch, offset)
             return {name: encoded[name].astype(dtype, copy=False)
                     for name, dtype in self._kind_feeds}
         name, dtype = self._kind_feeds[0]
-        shape = next(i[2] for i in self._inputs if i[0] == name)
         if isinstance(s, TensorSettings):
-            return {name: tensor_matrix(col, s.column, offset, shape[1], dtype)}
-        from fairgate.inputs.image import decode_images
-
-        pixels = shared if shared is not None else decode_images(col, s, root=self.data_root,
-                                                                 offset=offset)
+            width = next(shape[1] for n, _, shape in self._inputs if n == name)
+            return {name: tensor_matrix(batch.column(s.column), s.column, offset, width, dtype)}
+        pixels = shared if shared is not None else self.matrix(batch, offset)
         return {name: pixels.astype(dtype, copy=False)}
 
     # ------------------------------------------------------------------ outputs
@@ -430,7 +427,6 @@ class OnnxPredictor:
             out["batch_coupled"] = list(self.batch_coupled)
         return out
 
-
     def _describe_inputs(self) -> dict[str, Any]:
         """report.json ``inputs.<model>.text|tensor|image``: how rows became the graph's inputs."""
         from fairgate.inputs.text import TensorSettings, TextSettings
@@ -446,10 +442,6 @@ class OnnxPredictor:
         return {"image": {"column": s.column, "size": list(s.size), "mean": list(s.mean),
                           "std": list(s.std), "layout": s.layout, "channels": s.channels,
                           "scale": s.scale, "resample": s.resample, "feeds": fed[0]}}
-
-
-#: Tokenizers made in this process, by content and settings (a worker's later tasks reuse them).
-_ENCODERS: dict[tuple[str, int, str], Any] = {}
 
 
 #: Decoded input one model may hold for a batch: image and text models read fewer rows a
@@ -468,13 +460,17 @@ def batch_rows_for(models: Iterable[Predictor | None], requested: int) -> int:
     for m in models:
         s = m.inputs if isinstance(m, OnnxPredictor) else None
         if isinstance(s, ImageSettings):
-            per_row = 8 * s.size[0] * s.size[1] * (1 if s.channels == "L" else 3)  # f32 + copy
+            per_row = 8 * math.prod(s.shape)  # float32 pixels and a cast copy
         elif isinstance(s, TextSettings):
             per_row = 3 * 8 * s.max_length  # input_ids, attention_mask, token_type_ids
         else:
             continue
         rows = min(rows, max(1, INPUT_BATCH_BYTES // per_row))
     return rows
+
+
+#: Tokenizers made in this process, by content and settings (a worker's later tasks reuse them).
+_ENCODERS: dict[tuple[str, int, str], Any] = {}
 
 
 def _text_encoder(settings: Any, where: str) -> Any:
@@ -499,9 +495,7 @@ def _image_type(name: str, typ: str, shape: list[Any], s: Any, where: str) -> An
     if len(shape) != 4:
         raise ModelError(f"{where}: graph input {name!r} has shape {shape_text(shape)}; images "
                          f"are fed as [N, C, H, W] or [N, H, W, C] ({s.layout})")
-    channels = 1 if s.channels == "L" else 3
-    h, w = s.size
-    want = [channels, h, w] if s.layout == "NCHW" else [h, w, channels]
+    want = list(s.shape)
     for axis, (got, exp) in enumerate(zip(shape[1:], want, strict=True), 1):
         if isinstance(got, int) and got != exp:
             raise ModelError(f"{where}: graph input {name!r} has shape {shape_text(shape)}, but "

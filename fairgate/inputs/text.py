@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow as pa
 
 from fairgate.errors import DataError, ModelError, UsageError
+from fairgate.inputs.data_source import first_line
+from fairgate.inputs.outputs import shape_text
 
 TEXT_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: Added special tokens taken as the pad token when the tokenizer declares no padding.
@@ -93,12 +95,12 @@ class TextEncoder:
             tok = Tokenizer.from_str(settings.tokenizer_json)
         except Exception as e:  # tokenizers raises its own exception type
             raise DataError(f"{self.where}: not a Hugging Face tokenizer.json "
-                            f"({_line(e)})") from None
+                            f"({first_line(e)})") from None
         own = tok.truncation or {}
         tok.enable_truncation(settings.max_length, stride=own.get("stride", 0),
                               strategy=own.get("strategy", "longest_first"),
                               direction=own.get("direction", "right"))
-        self.pad_id, self.pad_token, pad = _pad_of(tok, self.where)
+        self.pad_id, self.pad_token, pad = _pad_of(tok, settings.tokenizer_json, self.where)
         tok.enable_padding(
             direction=pad.get("direction", "right"), pad_id=self.pad_id,
             pad_type_id=pad.get("pad_type_id", 0), pad_token=self.pad_token,
@@ -158,12 +160,13 @@ class Encoded:
         return out
 
 
-def _pad_of(tok: Any, where: str) -> tuple[int, str, dict[str, Any]]:
-    """The tokenizer's pad id and token (see the module doc), and its own padding settings."""
+def _pad_of(tok: Any, text: str, where: str) -> tuple[int, str, dict[str, Any]]:
+    """The tokenizer's pad id and token (see the module doc), and its own padding settings;
+    ``text``: its tokenizer.json, whose added tokens name the pad token when padding does not."""
     own = tok.padding
     if own is not None:
         return int(own["pad_id"]), str(own["pad_token"]), dict(own)
-    special = json.loads(tok.to_str()).get("added_tokens") or []
+    special = json.loads(text).get("added_tokens") or []
     found = [(int(t["id"]), str(t["content"])) for t in special
              if t.get("special") and t.get("content") in PAD_TOKENS]
     if len(found) == 1:
@@ -194,7 +197,7 @@ def plan_text_inputs(inputs: list[tuple[str, str, list[Any]]], encoder: TextEnco
             raise ModelError(f"{where}: graph input {name!r} is {typ}, but text gives integer "
                              "token ids and masks (int64 or int32)")
         if len(shape) != 2:
-            raise ModelError(f"{where}: graph input {name!r} has shape {_shape(shape)}; text "
+            raise ModelError(f"{where}: graph input {name!r} has shape {shape_text(shape)}; text "
                              "gives [N, S] (rows, tokens)")
         width = shape[1]
         if isinstance(width, int) and (s.padding != "max_length" or width != s.max_length):
@@ -243,7 +246,7 @@ def tensor_type(name: str, typ: str, shape: list[Any], where: str) -> Any:
         raise ModelError(f"{where}: graph input {name!r} is {typ}; a tensor column is fed as "
                          "numbers (float, double, float16, int64, int32)")
     if len(shape) != 2:
-        raise ModelError(f"{where}: graph input {name!r} has shape {_shape(shape)}; a tensor "
+        raise ModelError(f"{where}: graph input {name!r} has shape {shape_text(shape)}; a tensor "
                          "column is fed as [N, D]")
     return _TENSOR_TYPES[typ]
 
@@ -289,12 +292,3 @@ def tensor_matrix(col: pa.Array | pa.ChunkedArray, column: str, offset: int, wid
             raise DataError(f"tensor column {column!r}: row {offset + i // max(want, 1)} has "
                             "a NaN value")
     return flat.astype(dtype, copy=False).reshape(n, want)
-
-
-def _shape(shape: list[Any]) -> str:
-    return "[" + ", ".join("?" if not isinstance(d, int) else str(d) for d in shape) + "]"
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
