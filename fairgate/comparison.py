@@ -437,6 +437,12 @@ class Comparison:
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
 
+    def on_objective(self, k: int) -> tuple[list[str], list[str]]:
+        """Objective ``k``'s best candidates and those indistinguishable from them, in rank
+        order."""
+        return ([r.name for r in self.ranking if r.standing[k] == "best"],
+                [r.name for r in self.ranking if r.standing[k] == "indistinguishable"])
+
     @property
     def exit_code(self) -> int:
         """0 when at least one candidate passes the gate (pass or warn), else 1."""
@@ -654,8 +660,7 @@ def leaders(c: Comparison) -> list[str]:
     from it."""
     lines = []
     for k, o in enumerate(OBJECTIVES):
-        best = [r.name for r in c.ranking if r.standing[k] == "best"]
-        ties = [r.name for r in c.ranking if r.standing[k] == "indistinguishable"]
+        best, ties = c.on_objective(k)
         if not best:
             lines.append(f"{o.title}: no comparable candidate")
             continue

@@ -234,9 +234,8 @@ def compare_outputs(result: Comparison, out: Path) -> dict[str, str]:
                 unsure.append(f"{r.name}: {_label(x)}")
     leaders = []
     for k, o in enumerate(OBJECTIVES):
-        tied = [r.name for r in result.ranking if r.standing[k] == "best"]
-        tied += [r.name for r in result.ranking if r.standing[k] == "indistinguishable"]
-        leaders.append(f"{o.name}: {', '.join(tied)}")
+        best, ties = result.on_objective(k)
+        leaders.append(f"{o.name}: {', '.join(best + ties)}")
     return {"verdict": result.verdict, "report-dir": str(out),
             "recommended": result.recommended or "",
             "best-candidates": "\n".join(result.best),
